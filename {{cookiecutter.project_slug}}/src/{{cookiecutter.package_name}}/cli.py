@@ -1,0 +1,120 @@
+"""Command line: one command per stage. The Makefile, CI and the README all call these."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from .config import UserError, get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def stage(func: Callable[P, R]) -> Callable[P, R]:
+    """Register a CLI command that shows user errors as one clear line and exits 1."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        try:
+            return func(*args, **kwargs)
+        except ValidationError as exc:
+            log.error("config.yaml is not valid:\n%s", exc)
+        except UserError as exc:
+            log.error("%s", exc)
+        sys.exit(1)
+
+    return app.command()(wrapper)
+
+
+@stage
+def data() -> None:
+    """Load, validate and split the data; save the schema and the monitoring reference."""
+    from .data import prepare
+
+    prepare(get_settings())
+
+
+@stage
+def train() -> None:
+    """Train a baseline and a tuned model, track them in MLflow, export the champion."""
+    from .train import train as run_training
+
+    run_training(get_settings())
+
+
+@stage
+def evaluate() -> None:
+    """Score the exported champion on the held-out test set."""
+    from .evaluate import evaluate_bundle
+
+    evaluate_bundle(get_settings())
+
+
+@stage
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+) -> None:
+    """Serve the exported model over HTTP (FastAPI + uvicorn)."""
+    from .api.server import run
+
+    run(get_settings(), host=host, port=port, workers=workers)
+
+
+@stage
+def mlflow_ui(port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000) -> None:
+    """Open the MLflow UI on the tracking store."""
+    from .train import mlflow_ui as run_ui
+
+    run_ui(get_settings(), port=port)
+{%- if cookiecutter.include_monitoring %}
+
+
+@stage
+def simulate(
+    host: Annotated[str | None, typer.Option(help="Host of the running service.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port of the running service.")] = None,
+    rows: Annotated[int, typer.Option(help="How many held-out rows to send.")] = 300,
+    drift: Annotated[bool, typer.Option(help="Shift the features so drift shows.")] = False,
+) -> None:
+    """Send held-out rows to the running service, optionally drifted."""
+    from .simulate import simulate as run_simulation
+
+    run_simulation(get_settings(), host=host, port=port, rows=rows, drift=drift)
+
+
+@stage
+def monitor(
+    fail_on_drift: Annotated[
+        bool, typer.Option(help="Exit with status 1 when drift is detected (for CI).")
+    ] = False,
+) -> None:
+    """Compare the latest logged predictions with the reference data (Evidently)."""
+    from .monitor import monitor as run_monitor
+
+    summary = run_monitor(get_settings())
+    if fail_on_drift and summary.drift_detected:
+        log.error("Drift detected: retrain with `make train` (see %s).", summary.report_path)
+        raise typer.Exit(1)
+{%- endif %}
+
+
+@stage
+def demo() -> None:
+    """Run the whole loop: data, train, serve, send traffic{% if cookiecutter.include_monitoring %}, monitor drift{% endif %}."""
+    from .demo import demo as run_demo
+
+    run_demo(get_settings())

@@ -1,0 +1,102 @@
+"""Metrics and plots of a fitted pipeline on held-out data."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from sklearn import metrics as skm
+from sklearn.pipeline import Pipeline
+
+from .bundle import load_bundle
+from .config import Settings
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+# The metric that decides between candidates and champions, and whether higher is better.
+PRIMARY_METRIC = {"classification": ("f1_macro", True), "regression": ("rmse", False)}
+
+
+def primary_metric(task: str) -> str:
+    return PRIMARY_METRIC[task][0]
+
+
+def is_better(task: str, new: float, old: float) -> bool:
+    """Strictly better on the primary metric: a tie keeps the current champion."""
+    return new > old if PRIMARY_METRIC[task][1] else new < old
+
+
+def compute_metrics(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
+    predicted = model.predict(X)
+    if task == "regression":
+        return {
+            "rmse": float(skm.root_mean_squared_error(y, predicted)),
+            "mae": float(skm.mean_absolute_error(y, predicted)),
+            "r2": float(skm.r2_score(y, predicted)),
+        }
+    result = {
+        "accuracy": float(skm.accuracy_score(y, predicted)),
+        "f1_macro": float(skm.f1_score(y, predicted, average="macro")),
+    }
+    proba = model.predict_proba(X)
+    classes = model.classes_
+    if len(classes) == 2:
+        result["roc_auc"] = float(skm.roc_auc_score(y == classes[1], proba[:, 1]))
+    else:
+        result["roc_auc_ovr"] = float(
+            skm.roc_auc_score(y, proba, multi_class="ovr", labels=classes)
+        )
+    return result
+
+
+def plot(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, Figure]:
+    """Diagnostic figures by file name: confusion matrix + ROC, or residuals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    predicted = model.predict(X)
+    figures: dict[str, Figure] = {}
+    if task == "regression":
+        fig, ax = plt.subplots(figsize=(5, 4))
+        skm.PredictionErrorDisplay.from_predictions(y, predicted, kind="residual_vs_predicted", ax=ax)
+        ax.set_title("Residuals on the test set")
+        figures["residuals.png"] = fig
+        return figures
+    fig, ax = plt.subplots(figsize=(5, 4))
+    skm.ConfusionMatrixDisplay.from_predictions(y, predicted, ax=ax, colorbar=False)
+    ax.set_title("Confusion matrix on the test set")
+    figures["confusion_matrix.png"] = fig
+    if len(model.classes_) == 2:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        positive = model.classes_[1]
+        scores = model.predict_proba(X)[:, 1]
+        skm.RocCurveDisplay.from_predictions(y, scores, pos_label=positive, ax=ax)
+        ax.set_title(f"ROC curve (positive class: {positive})")
+        figures["roc_curve.png"] = fig
+    return figures
+
+
+def evaluate_bundle(settings: Settings) -> dict[str, float]:
+    """The `evaluate` stage: score the exported champion on the test split."""
+    from .data import read_split
+
+    split, schema = read_split(settings)
+    bundle = load_bundle(settings.bundle_dir)
+    X, y = split.test[schema.names], split.test[schema.target]
+    result = compute_metrics(settings.task, bundle.model, X, y)
+    path = settings.monitoring.reports_dir / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"model_version": bundle.version, "metrics": result}, indent=2))
+    for name, value in result.items():
+        log.info("%-12s %.4f", name, value)
+    log.info("Model version %s on %d test rows -> %s", bundle.version, len(y), path)
+    return result
+

@@ -1,0 +1,75 @@
+"""One sklearn Pipeline: preprocessing from the schema, then the estimator of the chosen family."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sklearn.base import BaseEstimator
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from .schema import Schema
+
+MAX_ONE_HOT_CATEGORIES = 30
+
+
+def build_estimator(
+    task: str, family: str, random_state: int, params: dict[str, Any] | None = None
+) -> BaseEstimator:
+    """A fresh, unfitted estimator of `family` for `task` with sensible defaults."""
+    classification = task == "classification"
+    estimator: BaseEstimator
+    if family == "hist_gradient_boosting":
+        hgb = HistGradientBoostingClassifier if classification else HistGradientBoostingRegressor
+        estimator = hgb(random_state=random_state)
+    elif family == "random_forest":
+        forest = RandomForestClassifier if classification else RandomForestRegressor
+        estimator = forest(n_estimators=100, n_jobs=-1, random_state=random_state)
+    elif family == "linear":
+        estimator = LogisticRegression(max_iter=2000) if classification else Ridge()
+    else:
+        raise ValueError(f"unknown model family {family!r}")
+    return estimator.set_params(**(params or {}))
+
+
+def build_preprocessor(schema: Schema, family: str) -> ColumnTransformer:
+    """Impute every column; one-hot encode categories; scale numbers for linear models."""
+    numeric_steps: list[Any] = [SimpleImputer(strategy="median", keep_empty_features=True)]
+    if family == "linear":
+        numeric_steps.append(StandardScaler())
+    categorical = make_pipeline(
+        SimpleImputer(strategy="constant", fill_value="missing"),
+        OneHotEncoder(
+            handle_unknown="infrequent_if_exist",
+            max_categories=MAX_ONE_HOT_CATEGORIES,
+            sparse_output=False,
+        ),
+    )
+    return ColumnTransformer(
+        [
+            ("numeric", make_pipeline(*numeric_steps), schema.numeric),
+            ("categorical", categorical, schema.categorical),
+        ],
+        verbose_feature_names_out=False,
+    )
+
+
+def build_pipeline(
+    schema: Schema, family: str, random_state: int, params: dict[str, Any] | None = None
+) -> Pipeline:
+    """preprocess -> model; `params` are the estimator's own parameters (no `model__` prefix)."""
+    return Pipeline(
+        [
+            ("preprocess", build_preprocessor(schema, family)),
+            ("model", build_estimator(schema.task, family, random_state, params)),
+        ]
+    )

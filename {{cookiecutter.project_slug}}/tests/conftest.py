@@ -1,0 +1,98 @@
+"""Shared fixtures: tiny synthetic data, settings pointed at tmp_path, a trained bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from {{ cookiecutter.package_name }}.bundle import save_bundle
+from {{ cookiecutter.package_name }}.config import Settings, get_settings
+from {{ cookiecutter.package_name }}.features import build_pipeline
+from {{ cookiecutter.package_name }}.schema import Schema
+
+TASK = "{{ cookiecutter.task }}"
+FAMILY = "{{ cookiecutter.model_family }}"
+
+
+def make_frame(rows: int = 240, seed: int = 0, task: str = TASK) -> pd.DataFrame:
+    """Messy, realistic columns: floats with NaN, an integer code, a string category with NaN."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "age": rng.normal(50, 10, rows).round(1),
+            "visits": rng.integers(0, 6, rows),
+            "plan": rng.choice(["basic", "plus", "pro"], rows),
+            "score": rng.normal(0, 1, rows),
+        }
+    )
+    signal = df["score"] + (df["plan"] == "pro") * 1.5 + df["visits"] * 0.2
+    if task == "classification":
+        df["target"] = np.where(signal > signal.median(), "yes", "no")
+    else:
+        df["target"] = (signal * 10 + rng.normal(0, 1, rows)).round(3)
+    df.loc[::11, "age"] = np.nan
+    df.loc[::13, "plan"] = None
+    return df
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    return make_frame()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings whose every path and URL lives in tmp_path, also written to ./config.yaml."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    csv = tmp_path / "raw.csv"
+    make_frame().to_csv(csv, index=False)
+    value = Settings.model_validate(
+        {
+            "task": TASK,
+            "data": {"source": str(csv), "target": "target", "processed_dir": tmp_path / "data"},
+            "model": {
+                "family": FAMILY,
+                "registered_name": "test-model",
+                "models_dir": tmp_path / "models",
+                "n_iter": 2,
+                "cv": 2,
+            },
+            "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "t"},
+            "serving": {
+                "prediction_log_url": f"sqlite:///{tmp_path / 'predictions.db'}",
+                "max_batch_size": 50,
+            },
+            "monitoring": {"reports_dir": tmp_path / "reports", "min_rows": 20, "window": 200},
+        }
+    )
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(value.model_dump(mode="json")))
+    get_settings.cache_clear()
+    yield value
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def schema(frame: pd.DataFrame) -> Schema:
+    return Schema.infer(frame, "target", TASK)
+
+
+@pytest.fixture
+def bundle_dir(settings: Settings, frame: pd.DataFrame, schema: Schema) -> Path:
+    """A real bundle of a pipeline fitted on the synthetic frame, where settings expect it."""
+    model = build_pipeline(schema, FAMILY, random_state=0).fit(frame[schema.names], frame["target"])
+    save_bundle(
+        model,
+        settings.bundle_dir,
+        name="test-model",
+        version="1",
+        run_id="run-1",
+        metrics={"holdout": 1.0},
+        schema=schema,
+    )
+    return settings.bundle_dir
