@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from threadpoolctl import threadpool_limits
 
 from {{ cookiecutter.package_name }}.bundle import save_bundle
 from {{ cookiecutter.package_name }}.config import Settings, get_settings
@@ -40,9 +41,29 @@ def make_frame(rows: int = 240, seed: int = 0, task: str = TASK) -> pd.DataFrame
     return df
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread_per_test_process() -> Iterator[None]:
+    """Tiny data gains nothing from OpenMP threads, which crawl when the CPUs are busy."""
+    with threadpool_limits(limits=1):
+        yield
+
+
 @pytest.fixture
 def frame() -> pd.DataFrame:
+    """Synthetic data for this project's task."""
     return make_frame()
+
+
+@pytest.fixture
+def clf_frame() -> pd.DataFrame:
+    """Synthetic data with a string class target, whatever this project's task."""
+    return make_frame(task="classification")
+
+
+@pytest.fixture
+def frames() -> dict[str, pd.DataFrame]:
+    """Synthetic data for each task."""
+    return {task: make_frame(task=task) for task in ("classification", "regression")}
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import sklearn
-from skops import io as sio
 from sklearn.pipeline import Pipeline
+from skops import io as sio
 
 from .config import UserError
 from .schema import Schema

@@ -1,4 +1,4 @@
-"""Data stage: load -> clean and validate -> split -> write parquet, the schema and a reference set."""
+"""Data stage: load -> validate -> split -> write parquet, the schema and a reference set."""
 
 from __future__ import annotations
 
@@ -59,11 +59,13 @@ def _read_sql(url: str, query: str | None) -> pd.DataFrame:
         with sa.create_engine(url).connect() as connection:
             return pd.read_sql(sa.text(query), connection)
     except sa.exc.SQLAlchemyError as exc:
-        raise DataError(f"Cannot read data.query from {url}: {exc.__class__.__name__}: {exc}") from exc
+        raise DataError(
+            f"Cannot read data.query from {url}: {exc.__class__.__name__}: {exc}"
+        ) from exc
 
 
 def clean(df: pd.DataFrame, target: str, task: str) -> pd.DataFrame:
-    """Validate `df` for training; drop rows without a target. Raises DataError naming the problem."""
+    """Validate `df` for training and drop rows without a target; DataError names the problem."""
     df = df.rename(columns=str)
     if df.empty:
         raise DataError("The data has no rows.")
@@ -96,7 +98,9 @@ def clean(df: pd.DataFrame, target: str, task: str) -> pd.DataFrame:
 def _check_classes(y: pd.Series, target: str) -> None:
     counts = y.value_counts()
     if len(counts) < 2:
-        raise DataError(f"Target {target!r} has a single class ({counts.index[0]!r}): nothing to learn.")
+        raise DataError(
+            f"Target {target!r} has a single class ({counts.index[0]!r}): nothing to learn."
+        )
     rare = counts[counts < 2]
     if not rare.empty:
         raise DataError(
@@ -113,7 +117,7 @@ def split(df: pd.DataFrame, target: str, task: str, test_size: float, seed: int)
 
 
 def prepare(settings: Settings) -> Schema:
-    """The `data` stage: write train/test/reference parquet and schema.json; return the schema."""
+    """The `data` stage: write train/test/reference parquet and schema.json."""
     cfg = settings.data
     df = clean(load(cfg.source, cfg.query), cfg.target, settings.task)
     schema = Schema.infer(df, cfg.target, settings.task)

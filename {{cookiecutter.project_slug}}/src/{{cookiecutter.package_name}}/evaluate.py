@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -66,7 +65,9 @@ def plot(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str,
     figures: dict[str, Figure] = {}
     if task == "regression":
         fig, ax = plt.subplots(figsize=(5, 4))
-        skm.PredictionErrorDisplay.from_predictions(y, predicted, kind="residual_vs_predicted", ax=ax)
+        skm.PredictionErrorDisplay.from_predictions(
+            y, predicted, kind="residual_vs_predicted", ax=ax
+        )
         ax.set_title("Residuals on the test set")
         figures["residuals.png"] = fig
         return figures
@@ -99,4 +100,3 @@ def evaluate_bundle(settings: Settings) -> dict[str, float]:
         log.info("%-12s %.4f", name, value)
     log.info("Model version %s on %d test rows -> %s", bundle.version, len(y), path)
     return result
-

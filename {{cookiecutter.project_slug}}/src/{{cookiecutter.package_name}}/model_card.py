@@ -20,11 +20,14 @@ def write_model_card(
     candidates: dict[str, dict[str, float]],
     plots: list[str],
 ) -> None:
-    """Write a markdown model card: data summary, metrics of the champion vs this run's candidates."""
+    """Markdown model card: data summary, metrics of the champion vs this run's candidates."""
     columns = ["champion", *candidates]
     rows = [
-        f"| {metric} | " + " | ".join(f"{m.get(metric, float('nan')):.4f}" for m in
-                                     [champion_metrics, *candidates.values()]) + " |"
+        f"| {metric} | "
+        + " | ".join(
+            f"{m.get(metric, float('nan')):.4f}" for m in [champion_metrics, *candidates.values()]
+        )
+        + " |"
         for metric in champion_metrics
     ]
     target = split.train[schema.target]
@@ -32,7 +35,10 @@ def write_model_card(
         balance = target.value_counts(normalize=True).round(3).to_dict()
         target_line = f"classes and their share in training: {balance}"
     else:
-        target_line = f"mean {target.mean():.3f}, std {target.std():.3f}, range {target.min():.3f} to {target.max():.3f}"
+        target_line = (
+            f"mean {target.mean():.3f}, std {target.std():.3f}, "
+            f"range {target.min():.3f} to {target.max():.3f}"
+        )
     lines = [
         f"# Model card: {name} v{version}",
         "",
@@ -50,9 +56,9 @@ def write_model_card(
         "|---" * (len(columns) + 1) + "|",
         *rows,
         "",
-        "`champion` is the registered model now serving (alias `@champion`); the other columns are",
-        "this training run's candidates. A candidate only becomes champion when it beats the current",
-        "champion on the primary metric.",
+        "`champion` is the registered model now serving (alias `@champion`); the other",
+        "columns are this training run's candidates. A candidate only becomes champion",
+        "when it beats the current champion on the primary metric.",
         "",
         "## Plots",
         *[f"![{p}]({p})" for p in plots],

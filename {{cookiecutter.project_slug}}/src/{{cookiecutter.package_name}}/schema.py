@@ -1,4 +1,4 @@
-"""The feature schema: inferred once from training data, read by training, serving and monitoring."""
+"""The feature schema: inferred once from the data, read by training, serving and monitoring."""
 
 from __future__ import annotations
 

@@ -16,9 +16,9 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
-from skops import io as sio
 from sklearn.model_selection import ParameterSampler, cross_val_score
 from sklearn.pipeline import Pipeline
+from skops import io as sio
 
 from . import evaluate
 from .bundle import save_bundle
@@ -52,10 +52,12 @@ class TrainResult:
 
 
 def tune(settings: Settings, schema: Schema, X: pd.DataFrame, y: pd.Series) -> dict[str, Any]:
-    """Randomized search over `model.search_space` with cross-validation; returns the best params."""
+    """Randomized search over `model.search_space`, cross-validated; returns the best params."""
     space = settings.model.search_space.get(settings.model.family, {})
     if not space:
-        log.info("No search space for %s: the tuned candidate uses defaults.", settings.model.family)
+        log.info(
+            "No search space for %s: the tuned candidate uses defaults.", settings.model.family
+        )
         return {}
     sampler = list(
         ParameterSampler(space, n_iter=settings.model.n_iter, random_state=settings.random_state)
@@ -65,9 +67,13 @@ def tune(settings: Settings, schema: Schema, X: pd.DataFrame, y: pd.Series) -> d
     for i, params in enumerate(sampler, start=1):
         pipeline = build_pipeline(schema, settings.model.family, settings.random_state, params)
         score = float(
-            cross_val_score(pipeline, X, y, cv=settings.model.cv, scoring=CV_SCORING[schema.task]).mean()
+            cross_val_score(
+                pipeline, X, y, cv=settings.model.cv, scoring=CV_SCORING[schema.task]
+            ).mean()
         )
-        log.info("Search %d/%d: cv %s=%.4f %s", i, len(sampler), CV_SCORING[schema.task], score, params)
+        log.info(
+            "Search %d/%d: cv %s=%.4f %s", i, len(sampler), CV_SCORING[schema.task], score, params
+        )
         if score > best_score:
             best_params, best_score = params, score
     return best_params
@@ -94,7 +100,9 @@ def log_run(settings: Settings, candidate: Candidate, split: Split, schema: Sche
         mlflow.log_params({"family": settings.model.family, **candidate.params})
         mlflow.log_metrics(candidate.metrics)
         mlflow.log_dict(schema.to_dict(), "schema.json")
-        for file_name, figure in evaluate.plot(schema.task, candidate.model, X_test, y_test).items():
+        for file_name, figure in evaluate.plot(
+            schema.task, candidate.model, X_test, y_test
+        ).items():
             mlflow.log_figure(figure, f"plots/{file_name}")
         info = mlflow.sklearn.log_model(
             candidate.model,
@@ -107,10 +115,8 @@ def log_run(settings: Settings, candidate: Candidate, split: Split, schema: Sche
     candidate.run_id, candidate.model_uri = run.info.run_id, info.model_uri
 
 
-def promote(
-    settings: Settings, best: Candidate, split: Split, schema: Schema
-) -> tuple[str, bool]:
-    """Register `best`; give it the champion alias only if it beats the champion on this holdout."""
+def promote(settings: Settings, best: Candidate, split: Split, schema: Schema) -> tuple[str, bool]:
+    """Register `best`; it gets the champion alias only if it beats the champion on this holdout."""
     client = MlflowClient()
     name = settings.model.registered_name
     version = mlflow.register_model(best.model_uri, name).version
@@ -126,7 +132,9 @@ def promote(
         )
         return str(version), False
     client.set_registered_model_alias(name, CHAMPION, version)
-    log.info("Model %s v%s is now @%s (%s=%.4f).", name, version, CHAMPION, metric, best.metrics[metric])
+    log.info(
+        "Model %s v%s is now @%s (%s=%.4f).", name, version, CHAMPION, metric, best.metrics[metric]
+    )
     return str(version), True
 
 
@@ -139,15 +147,21 @@ def _champion_score(client: MlflowClient, name: str, split: Split, schema: Schem
     try:
         model = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
         X, y = split.test[schema.names], split.test[schema.target]
-        score = evaluate.compute_metrics(schema.task, model, X, y)[evaluate.primary_metric(schema.task)]
+        score = evaluate.compute_metrics(schema.task, model, X, y)[
+            evaluate.primary_metric(schema.task)
+        ]
     except (KeyError, ValueError) as exc:
-        log.warning("Champion v%s cannot score the current data (%s): replacing it.", champion.version, exc)
+        log.warning(
+            "Champion v%s cannot score the current data (%s): replacing it.", champion.version, exc
+        )
         return None
     return float(score)
 
 
-def export_champion(settings: Settings, split: Split, schema: Schema, candidates: list[Candidate]) -> Path:
-    """Write the champion (which may be an older version) to models/ with sample request and card."""
+def export_champion(
+    settings: Settings, split: Split, schema: Schema, candidates: list[Candidate]
+) -> Path:
+    """Write the champion (maybe an older version) to models/ with a sample request and card."""
     client = MlflowClient()
     name = settings.model.registered_name
     champion = client.get_model_version_by_alias(name, CHAMPION)

@@ -1,0 +1,36 @@
+import pandas as pd
+import pytest
+
+from {{ cookiecutter.package_name }}.evaluate import compute_metrics, is_better, plot, primary_metric
+from {{ cookiecutter.package_name }}.features import build_pipeline
+from {{ cookiecutter.package_name }}.schema import Schema
+
+
+def test_primary_metric_direction() -> None:
+    assert primary_metric("classification") == "f1_macro"
+    assert is_better("classification", 0.9, 0.8) and not is_better("classification", 0.8, 0.8)
+    assert is_better("regression", 1.0, 2.0) and not is_better("regression", 2.0, 1.0)
+
+
+@pytest.mark.parametrize("classes", [["no", "yes"], ["a", "b", "c"]])
+def test_classification_metrics_and_plots(clf_frame: pd.DataFrame, classes: list[str]) -> None:
+    clf_frame["target"] = [classes[i % len(classes)] for i in range(len(clf_frame))]
+    schema = Schema.infer(clf_frame, "target", "classification")
+    X, y = clf_frame[schema.names], clf_frame["target"]
+    model = build_pipeline(schema, "linear", random_state=0).fit(X, y)
+    metrics = compute_metrics("classification", model, X, y)
+    assert {"accuracy", "f1_macro"} <= metrics.keys()
+    assert ("roc_auc" if len(classes) == 2 else "roc_auc_ovr") in metrics
+    figures = plot("classification", model, X, y)
+    assert "confusion_matrix.png" in figures
+    assert ("roc_curve.png" in figures) == (len(classes) == 2)
+
+
+def test_regression_metrics_and_plots(frames: dict[str, pd.DataFrame]) -> None:
+    frame = frames["regression"]
+    schema = Schema.infer(frame, "target", "regression")
+    X, y = frame[schema.names], frame["target"]
+    model = build_pipeline(schema, "linear", random_state=0).fit(X, y)
+    metrics = compute_metrics("regression", model, X, y)
+    assert metrics["rmse"] > 0 and metrics["r2"] > 0.5
+    assert list(plot("regression", model, X, y)) == ["residuals.png"]
