@@ -27,6 +27,7 @@ def stage(func: Callable[P, R]) -> Callable[P, R]:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
         try:
             return func(*args, **kwargs)
         except ValidationError as exc:
@@ -87,7 +88,9 @@ def mlflow_ui(port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] 
 def simulate(
     host: Annotated[str | None, typer.Option(help="Host of the running service.")] = None,
     port: Annotated[int | None, typer.Option(help="Port of the running service.")] = None,
-    rows: Annotated[int, typer.Option(help="How many held-out rows to send.")] = 300,
+    rows: Annotated[
+        int | None, typer.Option(help="Rows to send (default: every held-out row once).")
+    ] = None,
     drift: Annotated[bool, typer.Option(help="Shift the features so drift shows.")] = False,
 ) -> None:
     """Send held-out rows to the running service, optionally drifted."""

@@ -34,7 +34,8 @@ def load(source: str, query: str | None = None) -> pd.DataFrame:
         name = source.removeprefix("builtin:")
         if name not in BUILTIN:
             raise DataError(f"Unknown builtin dataset {name!r}: use one of {sorted(BUILTIN)}.")
-        return BUILTIN[name](as_frame=True).frame
+        frame: pd.DataFrame = BUILTIN[name](as_frame=True).frame
+        return frame
     if "://" in source:
         return _read_sql(source, query)
     path = Path(source)

@@ -1,0 +1,227 @@
+"""Drift check: the latest logged predictions against the reference data, with Evidently."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import pandas as pd
+from evidently import DataDefinition, Dataset, Report
+from evidently.core.report import Snapshot
+from evidently.presets import DataDriftPreset
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from .config import Settings, UserError
+from .schema import Schema
+from .store import PredictionLog
+
+log = logging.getLogger(__name__)
+REPORT_FILE = "drift_report.html"
+SUMMARY_FILE = "drift_summary.json"
+VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
+DRIFTED_COLUMNS = "evidently:metric_v2:DriftedColumnsCount"
+
+
+class MonitoringError(UserError):
+    """No meaningful drift check is possible yet; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    score: float  # a p-value or a distance, depending on `method`
+    drifted: bool
+    method: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    drift_detected: bool
+    drifted_share: float
+    drift_share_threshold: float
+    drifted_columns: tuple[str, ...]
+    columns: dict[str, ColumnDrift]
+    rows_compared: int
+    reference_rows: int
+    window: int
+    first_prediction_at: str
+    last_prediction_at: str
+    model_versions: tuple[str, ...]
+    generated_at: str
+    report_path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "report_path": str(self.report_path)}
+
+
+def monitor(settings: Settings) -> DriftSummary:
+    """The `monitor` stage: write reports/drift_report.html and drift_summary.json."""
+    cfg = settings.monitoring
+    report_path, summary_path = cfg.reports_dir / REPORT_FILE, cfg.reports_dir / SUMMARY_FILE
+    # A report on disk always describes the latest check. When no check is possible, an older
+    # report would be read (by a person, a dashboard or the scheduled CI job) as the current
+    # answer, so it is removed before anything can fail.
+    report_path.unlink(missing_ok=True)
+    summary_path.unlink(missing_ok=True)
+
+    schema, reference = read_reference(settings)
+    logged = read_window(settings.serving.prediction_log_url, cfg.window, cfg.min_rows)
+    current = as_schema_frame(logged, schema)
+    _check_not_empty(current)
+
+    snapshot = drift_report(current, reference, schema, cfg.drift_share)
+    cfg.reports_dir.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(report_path))
+    summary = summarize(
+        snapshot.dict(),
+        drift_share=cfg.drift_share,
+        logged=logged,
+        reference_rows=len(reference),
+        window=cfg.window,
+        report_path=report_path,
+    )
+    # Written last: a summary on disk means the HTML report next to it is complete.
+    summary_path.write_text(json.dumps(summary.to_dict(), indent=2))
+    log.info(
+        "%s: %d of %d columns drifted (%.0f%%, threshold %.0f%%) in the latest %d predictions "
+        "vs %d reference rows%s. Report: %s",
+        "DRIFT DETECTED" if summary.drift_detected else "No drift",
+        len(summary.drifted_columns),
+        len(summary.columns),
+        100 * summary.drifted_share,
+        100 * cfg.drift_share,
+        summary.rows_compared,
+        summary.reference_rows,
+        _names(summary.drifted_columns),
+        report_path,
+    )
+    return summary
+
+
+def _names(columns: tuple[str, ...], shown: int = 5) -> str:
+    if not columns:
+        return ""
+    more = f" and {len(columns) - shown} more" if len(columns) > shown else ""
+    return f" ({', '.join(columns[:shown])}{more})"
+
+
+def read_reference(settings: Settings) -> tuple[Schema, pd.DataFrame]:
+    """The schema and the reference rows saved by the data stage, as the model sees them."""
+    path = settings.data.processed_dir / "reference.parquet"
+    if not path.is_file() or not settings.schema_path.is_file():
+        raise MonitoringError(f"No reference data in {path.parent}/: run `make data` first.")
+    schema = Schema.load(settings.schema_path)
+    reference = pd.read_parquet(path)
+    return schema, as_schema_frame(reference, schema)
+
+
+def as_schema_frame(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """The schema's features in its order and types, as the service turns requests into rows."""
+    return schema.frame(cast(list[dict[str, Any]], df.to_dict(orient="records")))
+
+
+def read_window(url: str, window: int, min_rows: int) -> pd.DataFrame:
+    """The latest `window` rows of the prediction log; at least `min_rows` of them."""
+    hint = "start the service (`make serve`) and send it traffic (`make simulate`)"
+    if not url:
+        raise MonitoringError(
+            "serving.prediction_log_url is empty: set it in config.yaml or with "
+            "ML_SERVING__PREDICTION_LOG_URL."
+        )
+    try:
+        parsed = make_url(url)
+        # Opening a missing SQLite file would create an empty database as a side effect.
+        if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+            raise MonitoringError(f"No prediction log at {parsed.database}: {hint}.")
+        logged = PredictionLog(url).read_latest(window)
+    except (SQLAlchemyError, ImportError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        raise MonitoringError(
+            f"Cannot read the prediction log (serving.prediction_log_url): {reason}"
+        ) from exc
+    if len(logged) < min_rows:
+        raise MonitoringError(
+            f"Only {len(logged)} predictions logged, at least {min_rows} are needed for a drift "
+            f"report that means something (monitoring.min_rows): {hint}."
+        )
+    return logged
+
+
+def _check_not_empty(current: pd.DataFrame) -> None:
+    """Evidently cannot compare a column without values, and such a column is its own alarm."""
+    empty = [c for c in current.columns if current[c].isna().all()]
+    if empty:
+        raise MonitoringError(
+            f"Feature(s) {', '.join(empty)} missing from all of the latest {len(current)} "
+            "predictions: the clients stopped sending them. Fix the clients; retraining will not "
+            "help."
+        )
+
+
+def drift_report(
+    current: pd.DataFrame, reference: pd.DataFrame, schema: Schema, drift_share: float
+) -> Snapshot:
+    """Run Evidently's data drift preset; per-column tests included so it decides each column."""
+    definition = DataDefinition(
+        numerical_columns=schema.numeric, categorical_columns=schema.categorical
+    )
+    report = Report([DataDriftPreset(drift_share=drift_share)], include_tests=True)
+    return report.run(
+        Dataset.from_pandas(current, data_definition=definition),
+        Dataset.from_pandas(reference, data_definition=definition),
+    )
+
+
+def summarize(
+    result: dict[str, Any],
+    *,
+    drift_share: float,
+    logged: pd.DataFrame,
+    reference_rows: int,
+    window: int,
+    report_path: Path,
+) -> DriftSummary:
+    """Read Evidently's own answers from `snapshot.dict()`.
+
+    Each column's test is a p-value (drift when below the threshold) for small reference sets and
+    a distance (drift when above it) beyond 1000 reference rows, so the per-column decision is
+    taken from the status of Evidently's test for that column, never from comparing the score.
+    """
+    metrics = {m["id"]: m for m in result["metrics"]}
+    columns: dict[str, ColumnDrift] = {}
+    for test in result["tests"]:
+        params = test["metric_config"]["params"]
+        if params["type"] != VALUE_DRIFT:
+            continue
+        columns[params["column"]] = ColumnDrift(
+            score=float(metrics[test["metric_config"]["metric_id"]]["value"]),
+            drifted=test["status"] == "FAIL",
+            method=params["method"],
+            threshold=float(params["threshold"]),
+        )
+    share = next(
+        float(m["value"]["share"])
+        for m in result["metrics"]
+        if m["config"]["type"] == DRIFTED_COLUMNS
+    )
+    created = pd.to_datetime(logged["created_at"], utc=True)
+    return DriftSummary(
+        drift_detected=share >= drift_share,  # the rule of Evidently's own dataset-level test
+        drifted_share=share,
+        drift_share_threshold=drift_share,
+        drifted_columns=tuple(name for name, col in columns.items() if col.drifted),
+        columns=columns,
+        rows_compared=len(logged),
+        reference_rows=reference_rows,
+        window=window,
+        first_prediction_at=created.min().isoformat(),
+        last_prediction_at=created.max().isoformat(),
+        model_versions=tuple(sorted(logged["model_version"].astype(str).unique())),
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        report_path=report_path,
+    )

@@ -1,0 +1,108 @@
+"""Traffic for the running service: held-out rows, optionally shifted so that drift shows."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from .config import Settings, UserError
+from .data import read_split
+from .schema import Schema
+
+log = logging.getLogger(__name__)
+BATCH_SIZE = 25
+DRIFT_STDS = 1.5  # numeric features move by this many standard deviations under --drift
+
+
+class SimulationError(UserError):
+    """The service cannot be reached or refuses the rows."""
+
+
+def simulate(
+    settings: Settings,
+    host: str | None = None,
+    port: int | None = None,
+    rows: int | None = None,
+    drift: bool = False,
+) -> int:
+    """The `simulate` stage: POST held-out rows to /predict in batches; return how many.
+
+    `rows=None` sends every held-out row once. More rows than that repeat them, and repeated rows
+    make the drift tests over-confident: they see more rows than there is information in.
+    """
+    split, schema = read_split(settings)
+    held_out = split.test[schema.names]
+    rows = len(held_out) if rows is None else rows
+    if rows < 1:
+        raise SimulationError(f"--rows must be at least 1, not {rows}.")
+    if rows > len(held_out):
+        log.warning(
+            "Only %d held-out rows: sending them repeatedly. Repeated rows can make the drift "
+            "report flag columns that did not drift; send at most %d for a fair report.",
+            len(held_out),
+            len(held_out),
+        )
+    features = repeat_rows(held_out, rows)
+    if drift:
+        features = shift(features, schema)
+    records = to_records(features)
+    base_url = f"http://{host or settings.serving.host}:{port or settings.serving.port}"
+    batch = min(BATCH_SIZE, settings.serving.max_batch_size)
+    log.info("Sending %d %s rows to %s/predict", rows, "drifted" if drift else "held-out", base_url)
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for start in range(0, rows, batch):
+            version = _predict(client, records[start : start + batch])
+            done = min(start + batch, rows)
+            if done % (4 * batch) == 0 or done == rows:
+                log.info("  %d/%d rows answered (model version %s)", done, rows, version)
+    return rows
+
+
+def repeat_rows(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """Exactly `rows` rows, cycling through `frame` when it is shorter."""
+    return frame.iloc[np.arange(rows) % len(frame)].reset_index(drop=True)
+
+
+def shift(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Drifted copy: numbers move up by DRIFT_STDS standard deviations, every category becomes
+    the rarest one seen (a known category: the mix drifts, not the vocabulary)."""
+    drifted = frame.copy()
+    for name in schema.numeric:
+        std = float(frame[name].std())
+        drifted[name] = frame[name] + DRIFT_STDS * (std if std > 0 else 1.0)
+    for name in schema.categorical:
+        counts = frame[name].value_counts()
+        if not counts.empty:
+            drifted[name] = str(counts.idxmin())
+    integers = [f.name for f in schema.features if f.dtype == "integer"]
+    drifted[integers] = drifted[integers].round().astype("Int64")
+    return drifted
+
+
+def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-ready rows: plain Python values, NaN -> None (null)."""
+    records: list[dict[str, Any]] = json.loads(frame.to_json(orient="records", double_precision=15))
+    return records
+
+
+def _predict(client: httpx.Client, instances: list[dict[str, Any]]) -> str:
+    """POST one batch; return the model version that answered."""
+    try:
+        response = client.post("/predict", json={"instances": instances})
+    except httpx.ConnectError as exc:
+        raise SimulationError(
+            f"Nothing answers at {client.base_url}: start the service with `make serve` "
+            "(in another terminal), then run this again."
+        ) from exc
+    except httpx.TransportError as exc:
+        raise SimulationError(f"The service at {client.base_url} stopped answering: {exc}") from exc
+    if response.is_error:
+        raise SimulationError(
+            f"The service answered {response.status_code} to /predict: {response.text[:500]}"
+        )
+    return str(response.json().get("model_version", "?"))

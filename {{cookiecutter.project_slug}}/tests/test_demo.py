@@ -1,0 +1,75 @@
+"""The demo loop with a real server process on a free port and real HTTP traffic."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import {{ cookiecutter.package_name }}
+from {{ cookiecutter.package_name }} import demo as demo_module
+from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.data import read_split
+from {{ cookiecutter.package_name }}.store import PredictionLog
+
+
+def skip_training(settings: Settings) -> None:
+    """Training has its own tests; here the `bundle_dir` fixture's model (same data) serves."""
+    split, schema = read_split(settings)
+    rows = json.loads(split.test[schema.names].head(5).to_json(orient="records"))
+    (settings.bundle_dir / "sample_request.json").write_text(json.dumps({"instances": rows}))
+
+
+def test_demo_runs_the_whole_loop(
+    settings: Settings,
+    bundle_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(demo_module, "train", skip_training)
+    # The server is `python -m <package>` in a new process: it must find the package.
+    monkeypatch.setenv("PYTHONPATH", str(Path({{ cookiecutter.package_name }}.__file__).parents[1]))
+    caplog.set_level(logging.INFO)
+
+    demo_module.demo(settings)
+
+    assert "Demo done" in caplog.text
+    assert "Service stopped" in caplog.text
+    logged = PredictionLog(settings.serving.prediction_log_url).read_latest(10_000)
+    assert len(logged) > 0  # the server logged the traffic and flushed it on SIGTERM
+{%- if cookiecutter.include_monitoring %}
+    assert "No drift" in caplog.text  # the report on normal traffic
+    summary = json.loads((settings.monitoring.reports_dir / "drift_summary.json").read_text())
+    assert summary["drift_detected"]  # the report on drifted traffic
+    assert "Expected" not in caplog.text
+{%- else %}
+    assert "POST /predict" in caplog.text
+{%- endif %}
+
+
+def test_a_server_that_dies_is_reported() -> None:
+    server = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+
+    with pytest.raises(demo_module.DemoError, match="exited with code 3"):
+        demo_module._wait_until_ready("http://127.0.0.1:9", server)
+
+
+def test_a_server_that_ignores_sigterm_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)"
+    server = subprocess.Popen(
+        [sys.executable, "-c", f"{stubborn}; print(1, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert server.stdout is not None
+    server.stdout.readline()  # SIGTERM is ignored from here on
+    monkeypatch.setattr(demo_module, "STOP_TIMEOUT", 0.5)
+
+    demo_module._stop_server(server)
+
+    assert server.returncode == -signal.SIGKILL
