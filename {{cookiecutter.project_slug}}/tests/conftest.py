@@ -83,6 +83,11 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
                 "models_dir": tmp_path / "models",
                 "n_iter": 2,
                 "cv": 2,
+                "search_space": {
+                    "hist_gradient_boosting": {"max_leaf_nodes": [7, 15]},
+                    "random_forest": {"n_estimators": [20, 40], "max_depth": [4, 8]},
+                    "linear": {"C" if TASK == "classification" else "alpha": [0.1, 1.0]},
+                },
             },
             "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "t"},
             "serving": {

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import mlflow
 import pytest
@@ -11,7 +12,7 @@ from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.data import prepare, read_split
 from {{ cookiecutter.package_name }}.evaluate import compute_metrics
 from {{ cookiecutter.package_name }}.features import build_preprocessor
-from {{ cookiecutter.package_name }}.train import Candidate, log_run, promote, train
+from {{ cookiecutter.package_name }}.train import Candidate, log_run, promote, train, tune
 
 
 @pytest.fixture
@@ -63,3 +64,18 @@ def test_retraining_on_the_same_data_keeps_the_champion(trained: Settings) -> No
     result = train(trained)
     assert not result.promoted
     assert load_bundle(trained.bundle_dir).version == before
+
+
+def test_search_ranks_candidates_on_a_sample_of_big_data(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    prepare(settings)
+    split, schema = read_split(settings)
+    small = settings.model_copy(
+        update={"model": settings.model.model_copy(update={"search_rows": 100})}
+    )
+    params = tune(small, schema, split.train[schema.names], split.train[schema.target])
+    assert f"Searching on a sample of 100 of {len(split.train)} rows" in caplog.text
+    space = settings.model.search_space.get(settings.model.family, {})
+    assert params.keys() == space.keys()

@@ -38,6 +38,7 @@ class ModelSettings(BaseModel):
     models_dir: Path = Path("models")
     n_iter: int = Field(8, ge=1)
     cv: int = Field(3, ge=2)
+    search_rows: int = Field(20_000, ge=100)
     search_space: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
-from sklearn.model_selection import ParameterSampler, cross_val_score
+from sklearn.model_selection import ParameterSampler, cross_val_score, train_test_split
 from sklearn.pipeline import Pipeline
 from skops import io as sio
 
@@ -62,6 +62,17 @@ def tune(settings: Settings, schema: Schema, X: pd.DataFrame, y: pd.Series) -> d
     sampler = list(
         ParameterSampler(space, n_iter=settings.model.n_iter, random_state=settings.random_state)
     )
+    if len(X) > settings.model.search_rows:
+        # Ranking candidates needs far fewer rows than fitting the final model.
+        log.info("Searching on a sample of %d of %d rows.", settings.model.search_rows, len(X))
+        stratify = y if schema.task == "classification" else None
+        X, _, y, _ = train_test_split(
+            X,
+            y,
+            train_size=settings.model.search_rows,
+            stratify=stratify,
+            random_state=settings.random_state,
+        )
     best_params: dict[str, Any] = {}
     best_score = -np.inf
     for i, params in enumerate(sampler, start=1):
