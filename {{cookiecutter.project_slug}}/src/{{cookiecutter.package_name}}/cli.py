@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -15,15 +15,13 @@ from .config import UserError, get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = logging.getLogger(__name__)
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
-def stage(func: Callable[P, R]) -> Callable[P, R]:
+def stage(func: Callable[..., None]) -> Callable[..., None]:
     """Register a CLI command that shows user errors as one clear line and exits 1."""
 
     @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(*args: object, **kwargs: object) -> None:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )

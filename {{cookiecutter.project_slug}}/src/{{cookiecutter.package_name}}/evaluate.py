@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -27,7 +28,9 @@ def primary_metric(task: str) -> str:
 
 
 def is_better(task: str, new: float, old: float) -> bool:
-    """Strictly better on the primary metric: a tie keeps the current champion."""
+    """Better on the primary metric; a tie (up to float noise) keeps the current champion."""
+    if math.isclose(new, old, rel_tol=1e-9, abs_tol=1e-12):
+        return False
     return new > old if PRIMARY_METRIC[task][1] else new < old
 
 
@@ -56,27 +59,27 @@ def compute_metrics(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -
 
 def plot(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, Figure]:
     """Diagnostic figures by file name: confusion matrix + ROC, or residuals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no global state, no GUI backend
 
     predicted = model.predict(X)
     figures: dict[str, Figure] = {}
     if task == "regression":
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig = Figure(figsize=(5, 4))
+        ax = fig.subplots()
         skm.PredictionErrorDisplay.from_predictions(
             y, predicted, kind="residual_vs_predicted", ax=ax
         )
         ax.set_title("Residuals on the test set")
         figures["residuals.png"] = fig
         return figures
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
     skm.ConfusionMatrixDisplay.from_predictions(y, predicted, ax=ax, colorbar=False)
     ax.set_title("Confusion matrix on the test set")
     figures["confusion_matrix.png"] = fig
     if len(model.classes_) == 2:
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig = Figure(figsize=(5, 4))
+        ax = fig.subplots()
         positive = model.classes_[1]
         scores = model.predict_proba(X)[:, 1]
         skm.RocCurveDisplay.from_predictions(y, scores, pos_label=positive, ax=ax)
