@@ -1,0 +1,75 @@
+"""Check the answers before anything is generated.
+
+A bad answer stops the bake with one line that says what is wrong and what would work.
+"""
+
+import json
+import keyword
+import re
+import sys
+
+# Every answer, with its real type (booleans stay booleans). Single quotes: the JSON has double.
+ANSWERS = json.loads(r'{{ cookiecutter | tojson }}')  # fmt: skip
+# The same lists as cookiecutter.json (tests/test_hooks.py checks that they agree).
+CHOICES = {
+    "python_version": ["3.11", "3.12", "3.13"],
+    "task": ["classification", "regression"],
+    "model_family": ["hist_gradient_boosting", "random_forest", "linear"],
+    "ci": ["github", "gitlab", "none"],
+    "license": ["MIT", "Apache-2.0", "BSD-3-Clause", "Proprietary"],
+}
+SWITCHES = ["include_docker", "include_monitoring"]
+
+SLUG = re.compile(r"[a-z][a-z0-9-]*")
+PACKAGE = re.compile(r"[a-z][a-z0-9_]*")
+# Modules the generated project imports; a package with the same name would hide them.
+DEPENDENCIES = {
+    "evidently", "fastapi", "httpx", "joblib", "matplotlib", "mlflow", "numpy", "pandas",
+    "prometheus_client", "pyarrow", "pydantic", "pydantic_core", "pydantic_settings", "pytest",
+    "scipy", "sklearn", "skops", "sqlalchemy", "starlette", "test", "tests", "threadpoolctl",
+    "typer", "uvicorn", "yaml",
+}  # fmt: skip
+
+
+def find_problem() -> str | None:
+    """Return what is wrong with the answers, or None when they are all fine."""
+    slug, package = ANSWERS["project_slug"], ANSWERS["package_name"]
+    if not str(ANSWERS["project_name"]).strip():
+        return "project_name is empty: give the project a name, e.g. 'Churn Predictor'."
+    if not SLUG.fullmatch(slug):
+        return (
+            f"project_slug {slug!r} is not valid: use lowercase letters, digits and dashes, "
+            "starting with a letter, e.g. 'churn-predictor'."
+        )
+    if not PACKAGE.fullmatch(package):
+        return (
+            f"package_name {package!r} is not valid: use lowercase letters, digits and "
+            "underscores, starting with a letter, e.g. 'churn_predictor'."
+        )
+    if keyword.iskeyword(package):
+        return (
+            f"package_name {package!r} is a Python keyword and cannot be imported: "
+            f"pick another name, e.g. '{package}_model'."
+        )
+    if package in sys.stdlib_module_names or package in DEPENDENCIES:
+        return (
+            f"package_name {package!r} would hide the module of the same name that Python or "
+            f"the project needs: pick another name, e.g. '{package}_model'."
+        )
+    if "@" not in str(ANSWERS["author_email"]):
+        return f"author_email {ANSWERS['author_email']!r} has no '@': use e.g. 'you@example.com'."
+    for name, allowed in CHOICES.items():
+        if ANSWERS[name] not in allowed:
+            choices = ", ".join(allowed)
+            return f"{name} {ANSWERS[name]!r} is not one of the choices: use one of {choices}."
+    for name in SWITCHES:
+        if not isinstance(ANSWERS[name], bool):
+            return f"{name} {ANSWERS[name]!r} is not a yes/no answer: use true or false."
+    return None
+
+
+if __name__ == "__main__":
+    problem = find_problem()
+    if problem:
+        print(f"ERROR: {problem}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,325 @@
+"""End to end on the default project: real processes, real ports, real files.
+
+The tests run in order, as a learner would: install, train, serve, send traffic, monitor,
+shut down. Each stage is the project's own `make` target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from helpers import run, tool
+
+pytestmark = pytest.mark.e2e
+
+
+class Server:
+    """A prediction service on a free port, started in its own process group."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], log: Path) -> None:
+        self.cwd, self.env, self.log = cwd, env, log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.rows_sent = 0
+
+    def start(self, command: list[str]) -> None:
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.wait_until_ready()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+    def wait_until_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        pytest.fail(f"{self.url}/ready was not 200 after {timeout}s:\n{self.output()}")
+
+    def predict(self, request: dict[str, Any]) -> httpx.Response:
+        response = httpx.post(f"{self.url}/predict", json=request, timeout=60)
+        if response.status_code == 200:
+            self.rows_sent += len(request["instances"])
+        return response
+
+    def running(self) -> bool:
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stop(self, timeout: float = 60) -> bool:
+        """SIGTERM the whole process group; True if every process exited in time."""
+        if self.running():
+            os.killpg(self.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while (self.process.poll() is None or self.running()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self.running():
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            return False
+        return True
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make(
+    project: Path, env: dict[str, str], *args: str, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr)[-8000:]
+        pytest.fail(f"`{' '.join(map(str, result.args))}` exited {result.returncode}:\n{output}")
+    return result
+
+
+def logged_rows(project: Path) -> int:
+    with closing(sqlite3.connect(project / "predictions.db", timeout=30)) as db:
+        return int(db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
+
+
+def wait_until_logged(project: Path, rows: int, timeout: float = 60) -> None:
+    """The log is written off the request path: give the writer a moment to catch up."""
+    deadline = time.monotonic() + timeout
+    while logged_rows(project) < rows and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert logged_rows(project) >= rows
+
+
+def monitor(
+    project: Path, env: dict[str, str], *args: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    summary = project / "reports" / "drift_summary.json"
+    summary.unlink(missing_ok=True)
+    result = make(project, env, "monitor", *args)
+    if not summary.is_file():
+        ok(result)
+        pytest.fail("make monitor wrote no reports/drift_summary.json")
+    return result, json.loads(summary.read_text())
+
+
+def importable(python: Path, modules: list[str]) -> set[str]:
+    """Which modules that Python can import (found, not imported: that would take seconds)."""
+    code = (
+        "import importlib.util as u, json, sys; "
+        "print(json.dumps([m for m in sys.argv[1:] if u.find_spec(m)]))"
+    )
+    return set(json.loads(run([str(python), "-c", code, *modules])))
+
+
+def config(project: Path) -> dict[str, Any]:
+    return yaml.safe_load((project / "config.yaml").read_text())
+
+
+def sample_request(project: Path) -> dict[str, Any]:
+    return json.loads((project / "models" / "sample_request.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A learner's fresh shell: python3 and make on PATH, but no uv."""
+    bin_dir = tmp_path_factory.mktemp("bin")
+    minor = f"python3.{sys.version_info.minor}"
+    python = Path(sys.base_prefix, "bin", minor)
+    assert python.exists(), f"no base interpreter at {python}"
+    for name in ("python3", minor, "python"):
+        (bin_dir / name).symlink_to(python)
+    path = [str(bin_dir)] + [
+        folder
+        for folder in os.environ["PATH"].split(os.pathsep)
+        if folder and not Path(folder, "uv").exists()
+    ]
+    skip = ("ML_", "PYTEST", "VIRTUAL_ENV", "CONFIG_FILE", "MLFLOW_TRACKING_URI")
+    return {
+        **{key: value for key, value in os.environ.items() if not key.startswith(skip)},
+        "PATH": os.pathsep.join(path),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+
+
+@pytest.fixture(scope="module")
+def project(bake: Callable[..., Path], env: dict[str, str]) -> Path:
+    """A fresh default bake, installed with `make install`."""
+    project = bake()
+    ok(make(project, env, "install", timeout=1800))
+    return project
+
+
+@pytest.fixture(scope="module")
+def trained(project: Path, env: dict[str, str]) -> Path:
+    ok(make(project, env, "train", timeout=1800))
+    return project
+
+
+@pytest.fixture(scope="module")
+def server(
+    trained: Path, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    server = Server(trained, env, log)
+    try:
+        server.start(["make", "serve", "HOST=127.0.0.1", f"PORT={server.port}"])
+        yield server
+    finally:
+        server.stop()
+
+
+def test_make_install_needs_only_python3_and_make(project: Path, env: dict[str, str]) -> None:
+    assert shutil.which("uv", path=env["PATH"]) is None
+    package = project.name.replace("-", "_")
+    modules = [package, "fastapi", "mlflow", "evidently", "pytest"]
+    assert importable(project / ".venv" / "bin" / "python", modules) == set(modules)
+
+
+def test_make_train_tracks_runs_and_registers_a_champion(trained: Path) -> None:
+    with closing(sqlite3.connect(trained / "mlflow.db")) as db:
+        runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        champions = db.execute(
+            "SELECT name, version FROM registered_model_aliases WHERE alias = 'champion'"
+        ).fetchall()
+    assert runs >= 2, "expected a baseline and a tuned run"
+    assert len(champions) == 1
+    assert champions[0][0] == config(trained)["model"]["registered_name"]
+
+
+def test_make_train_exports_a_self_contained_bundle(trained: Path) -> None:
+    models = trained / "models"
+    for name in ("model.skops", "metadata.json", "sample_request.json", "model_card.md"):
+        assert (models / name).is_file(), f"models/{name} missing"
+    metadata = json.loads((models / "metadata.json").read_text())
+    with closing(sqlite3.connect(trained / "mlflow.db")) as db:
+        (champion,) = db.execute(
+            "SELECT version FROM registered_model_aliases WHERE alias = 'champion'"
+        ).fetchone()
+    assert metadata["version"] == str(champion)
+    assert metadata["sha256"] == hashlib.sha256((models / "model.skops").read_bytes()).hexdigest()
+    assert len(sample_request(trained)["instances"]) == 5
+
+
+def test_service_describes_itself(server: Server) -> None:
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{server.url}/metadata").json()["version"]
+    assert httpx.get(f"{server.url}/metrics").status_code == 200
+
+
+def test_service_answers_predict_with_the_champion(server: Server, trained: Path) -> None:
+    request = sample_request(trained)
+    response = server.predict(request)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body["predictions"]) == len(request["instances"])
+    assert len(body["probabilities"]) == len(request["instances"])  # the default is a classifier
+    metadata = json.loads((trained / "models" / "metadata.json").read_text())
+    assert body["model_version"] == metadata["version"]
+
+
+def test_monitor_finds_no_drift_in_normal_traffic(
+    server: Server, trained: Path, env: dict[str, str]
+) -> None:
+    rows = 300
+    ok(make(trained, env, "simulate", "HOST=127.0.0.1", f"PORT={server.port}", f"ROWS={rows}"))
+    server.rows_sent += rows
+    wait_until_logged(trained, server.rows_sent)
+    result, summary = monitor(trained, env, "FAIL_ON_DRIFT=1")
+    assert summary["drift_detected"] is False, summary
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (trained / "reports" / "drift_report.html").is_file()
+
+
+def test_monitor_detects_drifted_traffic(
+    server: Server, trained: Path, env: dict[str, str]
+) -> None:
+    rows = config(trained)["monitoring"]["window"]  # fill the whole window with drifted rows
+    simulate = ["simulate", "HOST=127.0.0.1", f"PORT={server.port}", f"ROWS={rows}", "DRIFT=1"]
+    ok(make(trained, env, *simulate))
+    server.rows_sent += rows
+    wait_until_logged(trained, server.rows_sent)
+    result, summary = monitor(trained, env)
+    assert summary["drift_detected"] is True, summary
+    assert result.returncode == 0, "without FAIL_ON_DRIFT, drift is reported, not a failure"
+    result, _ = monitor(trained, env, "FAIL_ON_DRIFT=1")
+    assert result.returncode != 0, "FAIL_ON_DRIFT=1 must fail the build when drift is detected"
+
+
+def test_sigterm_loses_no_logged_prediction(server: Server, trained: Path) -> None:
+    assert server.predict(sample_request(trained)).status_code == 200  # right before shutdown
+    assert server.stop(), f"the server did not stop within 60 s of SIGTERM:\n{server.output()}"
+    assert logged_rows(trained) == server.rows_sent
+
+
+def test_serve_extra_alone_serves_the_bundle(
+    bake: Callable[..., Path], trained: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    # What the Docker image installs: the package with only its serve extra, not editable.
+    source = bake()
+    python, uv = tmp_path / "venv" / "bin" / "python", tool("uv")
+    run([uv, "venv", "--quiet", "--python", sys.executable, str(tmp_path / "venv")])
+    install = ["pip", "install", "--quiet", "--compile-bytecode", "--python", str(python)]
+    run([uv, *install, f"{source}[serve]"])
+    assert not importable(python, ["mlflow", "evidently", "matplotlib"])
+    # Only what the image copies: the config and the exported bundle.
+    app = tmp_path / "app"
+    shutil.copytree(trained / "models", app / "models")
+    shutil.copy(trained / "config.yaml", app / "config.yaml")
+    package = source.name.replace("-", "_")
+    server = Server(app, env, tmp_path / "serve.log")
+    serve = ["serve", "--host", "127.0.0.1", "--port", str(server.port)]
+    try:
+        server.start([str(python), "-m", package, *serve])
+        request = sample_request(trained)
+        response = server.predict(request)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["predictions"]) == len(request["instances"])
+    finally:
+        stopped = server.stop()
+    assert stopped, f"the server did not stop within 60 s of SIGTERM:\n{server.output()}"
