@@ -1,0 +1,108 @@
+"""Prometheus metrics: requests by route and status, latency, and what the model predicts.
+
+With several uvicorn workers, `serve` points PROMETHEUS_MULTIPROC_DIR at a shared directory
+and /metrics adds up every worker's numbers (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter as Tally
+from collections.abc import Sequence
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Regression outputs can have any scale: 1-2.5-5 steps from 0.1 to 5000, both signs.
+_STEPS = [m * 10.0**e for e in range(-1, 4) for m in (1.0, 2.5, 5.0)]
+VALUE_BUCKETS = (*sorted(-s for s in _STEPS), 0.0, *_STEPS)
+
+REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests by method, route and status.",
+    ["method", "path", "status"],
+)
+LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by method and route.",
+    ["method", "path"],
+    buckets=LATENCY_BUCKETS,
+)
+PREDICTED_CLASSES = Counter(
+    "predictions_total", "Predicted classes, by model version.", ["model_version", "label"]
+)
+PREDICTED_VALUES = Histogram(
+    "prediction_value",
+    "Predicted values, by model version.",
+    ["model_version"],
+    buckets=VALUE_BUCKETS,
+)
+
+
+def observe_predictions(
+    model_version: str, predictions: Sequence[str | int | float], task: str
+) -> None:
+    if task == "classification":
+        for label, count in Tally(str(p) for p in predictions).items():
+            PREDICTED_CLASSES.labels(model_version, label).inc(count)
+    else:
+        values = PREDICTED_VALUES.labels(model_version)
+        for value in predictions:
+            values.observe(float(value))
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    registry = REGISTRY
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): count and time every request.
+
+    Paths are route templates, so unknown URLs cannot blow up the number of series."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            path = _route_path(scope)
+            REQUESTS.labels(scope["method"], path, str(status)).inc()
+            LATENCY.labels(scope["method"], path).observe(time.perf_counter() - start)
+
+
+def _route_path(scope: Scope) -> str:
+    """The matched route's template; routes FastAPI adds itself (/docs) are found by path."""
+    route = scope.get("route")
+    if route is not None:
+        return str(route.path)
+    known = {getattr(r, "path", None) for r in scope["app"].routes}
+    return str(scope["path"]) if scope["path"] in known else "unmatched"

@@ -1,0 +1,130 @@
+"""Request and response models. The request model is built from the saved feature schema, so
+/docs shows the real features and bad rows are refused before they reach the model."""
+
+from __future__ import annotations
+
+from types import GenericAlias
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
+
+from ..schema import MAX_LISTED_CATEGORIES, Feature, Schema
+
+
+def _number_not_bool_or_text(value: Any) -> Any:
+    """JSON has one number type, so 3.0 is a fine integer; true and "3" are not."""
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+# Strict types: no booleans or numeric strings for numbers, no numbers for text. NaN and
+# Infinity, which JSON parsers accept as an extension, are refused by `allow_inf_nan=False`.
+FEATURE_TYPES: dict[str, Any] = {
+    "float": Annotated[float, Field(strict=True)],
+    "integer": Annotated[int, BeforeValidator(_number_not_bool_or_text)],
+    "string": Annotated[str, Field(strict=True)],
+    "boolean": Annotated[bool, Field(strict=True)],
+}
+
+
+def example_value(feature: Feature) -> float | int | str | None:
+    """A plausible value: the middle of the training range, or the first known category."""
+    if feature.kind == "categorical":
+        return feature.categories[0] if feature.categories else None
+    low, high = feature.minimum, feature.maximum
+    if low is None or high is None:
+        return 0
+    middle = (low + high) / 2
+    return round(middle) if feature.dtype == "integer" else round(middle, 4)
+
+
+def describe(feature: Feature) -> str:
+    if feature.kind == "categorical":
+        listed = ", ".join(feature.categories)
+        more = " (first ones listed)" if len(feature.categories) >= MAX_LISTED_CATEGORIES else ""
+        text = f"Category seen in training: {listed}{more}. Other values count as unseen."
+    elif feature.minimum is None or feature.maximum is None:
+        text = f"{feature.dtype.capitalize()}."
+    else:
+        text = (
+            f"{feature.dtype.capitalize()}, {feature.minimum:g} to {feature.maximum:g} in training."
+        )
+    return text + (" Null when missing." if feature.nullable else " Required, not null.")
+
+
+def instance_model(schema: Schema) -> type[BaseModel]:
+    """One field per feature, typed from the schema; unknown keys are refused.
+
+    Fields are named by alias, so any column name works (spaces, keywords, `model_...`)."""
+    fields: dict[str, Any] = {}
+    for i, feature in enumerate(schema.features):
+        annotation = FEATURE_TYPES[feature.dtype]
+        if feature.nullable:
+            annotation = annotation | None
+        fields[f"feature_{i}"] = (
+            annotation,
+            Field(
+                alias=feature.name,
+                description=describe(feature),
+                examples=[example_value(feature)],
+            ),
+        )
+    config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model: type[BaseModel] = create_model("Instance", __config__=config, **fields)
+    return model
+
+
+def request_model(schema: Schema, max_batch_size: int) -> type[BaseModel]:
+    """`{"instances": [row, ...]}` with 1 to `max_batch_size` rows."""
+    example: dict[str, Any] = {f.name: example_value(f) for f in schema.features}
+    config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"instances": [example]}]})
+    rows: Any = GenericAlias(list, instance_model(schema))  # list[Instance]
+    model: type[BaseModel] = create_model(
+        "PredictRequest",
+        __config__=config,
+        instances=(
+            rows,
+            Field(
+                min_length=1,
+                max_length=max_batch_size,
+                description=f"Rows to score, 1 to {max_batch_size} (serving.max_batch_size).",
+            ),
+        ),
+    )
+    return model
+
+
+Label = str | int | float
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Label] = Field(
+        description="One per instance, in order: the class (classification) or the value."
+    )
+    model_version: str = Field(description="Registry version of the model that answered.")
+    probabilities: list[dict[str, float]] | None = Field(
+        default=None, description="Classifiers only: per instance, each class's probability."
+    )
+    request_id: str = Field(description="Logged with every row of this request.")
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ReadyResponse(BaseModel):
+    status: str
+    model_version: str
+
+
+class MetadataResponse(BaseModel):
+    name: str
+    version: str
+    run_id: str | None = None
+    task: str
+    model_family: str | None = None
+    created_at: str | None = None
+    metrics: dict[str, Any]
+    feature_schema: dict[str, Any] = Field(serialization_alias="schema")

@@ -1,0 +1,367 @@
+"""The HTTP service in-process: TestClient runs the lifespan, so the real bundle loads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from {{ cookiecutter.package_name }}.api.app import Predictor, create_app
+from {{ cookiecutter.package_name }}.bundle import MODEL_FILE, load_bundle
+from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.schema import Schema
+from {{ cookiecutter.package_name }}.store import PredictionLog
+
+
+def rows(frame: pd.DataFrame, schema: Schema, n: int) -> list[dict[str, Any]]:
+    """JSON-ready rows as a client sends them (NaN -> null)."""
+    records: list[dict[str, Any]] = json.loads(
+        frame[schema.names].head(n).to_json(orient="records")
+    )
+    return records
+
+
+@pytest.fixture
+def client(settings: Settings, bundle_dir: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def row(frame: pd.DataFrame, schema: Schema) -> dict[str, Any]:
+    """A row without missing values."""
+    return rows(frame.dropna(), schema, 1)[0]
+
+
+def logged(settings: Settings) -> pd.DataFrame:
+    return PredictionLog(settings.serving.prediction_log_url).read_latest(10_000)
+
+
+def test_health(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_ready_names_the_model_version(client: TestClient) -> None:
+    response = client.get("/ready")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "model_version": "1"}
+
+
+def test_metadata_describes_the_model(client: TestClient, schema: Schema) -> None:
+    meta = client.get("/metadata").json()
+
+    assert meta["name"] == "test-model"
+    assert meta["version"] == "1"
+    assert meta["task"] == schema.task
+    assert meta["metrics"] == {"holdout": 1.0}
+    assert [f["name"] for f in meta["schema"]["features"]] == schema.names
+
+
+def test_predict_answers_like_the_model(
+    client: TestClient, settings: Settings, frame: pd.DataFrame, schema: Schema
+) -> None:
+    instances = rows(frame, schema, 8)  # includes missing values
+
+    response = client.post("/predict", json={"instances": instances})
+
+    assert response.status_code == 200
+    answer = response.json()
+    model = load_bundle(settings.bundle_dir).model
+    expected = model.predict(schema.frame(instances))
+    assert answer["model_version"] == "1"
+    assert len(answer["request_id"]) == 32
+    if settings.task == "classification":
+        assert answer["predictions"] == expected.tolist()
+        assert len(answer["probabilities"]) == 8
+        for probabilities in answer["probabilities"]:
+            assert set(probabilities) == {str(c) for c in model.classes_}
+            assert sum(probabilities.values()) == pytest.approx(1.0)
+    else:
+        assert answer["predictions"] == pytest.approx(expected.tolist())
+        assert "probabilities" not in answer
+
+
+def test_every_row_is_logged(
+    settings: Settings, bundle_dir: Path, frame: pd.DataFrame, schema: Schema
+) -> None:
+    instances = rows(frame, schema, 5)
+    with TestClient(create_app(settings)) as client:
+        first = client.post("/predict", json={"instances": instances}).json()
+        second = client.post("/predict", json={"instances": instances[:1]}).json()
+    # leaving the `with` ran the shutdown, which flushes the log
+
+    log = logged(settings)
+    assert len(log) == 6
+    assert log["prediction"].tolist() == first["predictions"] + second["predictions"]
+    assert (log["model_version"] == "1").all()
+    assert log[schema.names].iloc[1].to_dict() == pytest.approx(instances[1])
+    assert first["request_id"] != second["request_id"]
+
+
+def test_the_model_runs_off_the_event_loop(
+    client: TestClient, row: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = []
+    real_predict = Predictor.predict
+
+    def spy(self: Predictor, instances: list[dict[str, Any]]) -> Any:
+        threads.append(threading.current_thread())
+        return real_predict(self, instances)
+
+    monkeypatch.setattr(Predictor, "predict", spy)
+    client.post("/predict", json={"instances": [row]})
+
+    assert threads and threads[0] is not threading.main_thread()
+
+
+def test_integers_may_come_as_whole_floats(client: TestClient, row: dict[str, Any]) -> None:
+    response = client.post("/predict", json={"instances": [{**row, "visits": 3.0}]})
+
+    assert response.status_code == 200
+
+
+def test_null_where_the_schema_allows_it(client: TestClient, row: dict[str, Any]) -> None:
+    response = client.post("/predict", json={"instances": [{**row, "age": None, "plan": None}]})
+
+    assert response.status_code == 200
+
+
+def body(row: dict[str, Any], **changes: Any) -> str:
+    return json.dumps({"instances": [{**row, **changes}]})
+
+
+def raw(row: dict[str, Any], field: str, literal: str) -> str:
+    """A body whose `field` is written as `literal` (NaN, 1e999: what json.dumps cannot say)."""
+    return body(row, **{field: "__literal__"}).replace('"__literal__"', literal)
+
+
+@pytest.mark.parametrize(
+    ("make_body", "field"),
+    [
+        pytest.param(
+            lambda r: json.dumps({"instances": [{k: v for k, v in r.items() if k != "score"}]}),
+            "score",
+            id="missing field",
+        ),
+        pytest.param(lambda r: body(r, bogus=1), "bogus", id="unknown field"),
+        pytest.param(lambda r: body(r, age="old"), "age", id="text for a number"),
+        pytest.param(lambda r: body(r, age=True), "age", id="boolean for a number"),
+        pytest.param(lambda r: body(r, visits="3"), "visits", id="text for an integer"),
+        pytest.param(lambda r: body(r, visits=2.5), "visits", id="fraction for an integer"),
+        pytest.param(lambda r: body(r, plan=7), "plan", id="number for a category"),
+        pytest.param(lambda r: body(r, score=None), "score", id="null where not nullable"),
+        pytest.param(lambda r: raw(r, "score", "NaN"), "score", id="NaN"),
+        pytest.param(lambda r: raw(r, "score", "Infinity"), "score", id="Infinity"),
+        pytest.param(lambda r: raw(r, "score", "-Infinity"), "score", id="-Infinity"),
+        pytest.param(lambda r: raw(r, "score", "1e999"), "score", id="overflowing number"),
+        pytest.param(lambda r: json.dumps({"instances": []}), "instances", id="empty batch"),
+        pytest.param(lambda r: json.dumps({"rows": [r]}), "instances", id="no instances"),
+        pytest.param(lambda r: json.dumps({"instances": r}), "instances", id="not a list"),
+        pytest.param(lambda r: json.dumps({"instances": [1]}), "instances", id="row not object"),
+        pytest.param(lambda r: json.dumps([r]), "body", id="body not an object"),
+        pytest.param(lambda r: body(r)[:-5], "body", id="malformed JSON"),
+        pytest.param(lambda r: "", "body", id="empty body"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_a_422_naming_the_field(
+    client: TestClient,
+    row: dict[str, Any],
+    make_body: Any,
+    field: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    response = client.post(
+        "/predict", content=make_body(row), headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 422
+    errors = response.json()["detail"]
+    assert any(field in error["loc"] for error in errors), errors
+    assert all(error["msg"] for error in errors)
+    echoed = [error["input"] for error in errors if "input" in error]
+    assert all(not isinstance(v, dict | list) and len(str(v)) < 20 for v in echoed), echoed
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_nan_is_echoed_as_text(client: TestClient, row: dict[str, Any]) -> None:
+    detail = client.post(
+        "/predict", content=raw(row, "score", "NaN"), headers={"Content-Type": "application/json"}
+    ).json()["detail"]
+
+    assert detail[0]["input"] == "nan"
+    assert detail[0]["loc"] == ["body", "instances", 0, "score"]
+
+
+def test_a_batch_over_the_limit_is_a_413(
+    client: TestClient, settings: Settings, row: dict[str, Any]
+) -> None:
+    limit = settings.serving.max_batch_size
+
+    response = client.post("/predict", json={"instances": [row] * (limit + 1)})
+
+    assert response.status_code == 413
+    assert f"at most {limit}" in response.json()["detail"]
+    assert client.post("/predict", json={"instances": [row] * limit}).status_code == 200
+
+
+def test_a_huge_body_is_a_413_before_parsing(client: TestClient) -> None:
+    huge = b'{"instances": [' + b" " * 5_000_000 + b"]}"
+
+    response = client.post("/predict", content=huge, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 413
+    assert "fewer instances" in response.json()["detail"]
+
+
+def test_any_content_type_is_read_as_json(client: TestClient, row: dict[str, Any]) -> None:
+    """curl -d sends form encoding by default; the body is JSON all the same."""
+    response = client.post("/predict", content=body(row))
+
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("value", [1e308, -1e308, 1e38, 10**30])
+def test_extreme_values_never_crash_the_model(
+    client: TestClient, row: dict[str, Any], value: float
+) -> None:
+    response = client.post("/predict", json={"instances": [{**row, "score": value, "age": value}]})
+
+    assert response.status_code in (200, 422)
+    if response.status_code == 422:
+        assert "cannot score" in response.json()["detail"]
+
+
+def fail_with(error: Exception) -> Any:
+    def predict(frame: pd.DataFrame) -> Any:
+        raise error
+
+    return predict
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(lambda frame: np.full((len(frame), 2), np.nan), id="NaN output"),
+        pytest.param(lambda frame: np.full((len(frame), 2), np.inf), id="infinite output"),
+        pytest.param(fail_with(ValueError("Input X contains infinity")), id="model refuses"),
+    ],
+)
+def test_what_the_model_cannot_score_is_a_422(
+    client: TestClient, row: dict[str, Any], broken: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = client.app.state.service.predictor.bundle.model
+    monkeypatch.setattr(model, "predict", lambda frame: broken(frame)[:, 0])
+    monkeypatch.setattr(model, "predict_proba", broken)
+
+    response = client.post("/predict", json={"instances": [row]})
+
+    assert response.status_code == 422
+    assert "cannot score" in response.json()["detail"]
+
+
+def test_not_ready_without_a_bundle(
+    settings: Settings, row: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200
+        ready = client.get("/ready")
+        predict = client.post("/predict", json={"instances": [row]})
+        metadata = client.get("/metadata")
+
+    assert ready.status_code == predict.status_code == metadata.status_code == 503
+    assert "make train" in ready.json()["detail"]
+    assert predict.json() == ready.json()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "make train" in errors[0].getMessage()
+    assert errors[0].exc_info is None
+
+
+def test_not_ready_when_the_model_file_was_changed(
+    settings: Settings, bundle_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (bundle_dir / MODEL_FILE).open("ab") as fh:
+        fh.write(b"tampered")
+
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/ready")
+
+    assert ready.status_code == 503
+    assert "sha256" in ready.json()["detail"]
+    assert "make train" in ready.json()["detail"]
+    assert "sha256" in caplog.text
+
+
+def test_not_ready_when_the_model_is_for_another_task(settings: Settings, bundle_dir: Path) -> None:
+    other = "regression" if settings.task == "classification" else "classification"
+    mismatched = settings.model_copy(update={"task": other})
+
+    with TestClient(create_app(mismatched)) as client:
+        ready = client.get("/ready")
+
+    assert ready.status_code == 503
+    assert f"task: {other}" in ready.json()["detail"]
+
+
+def test_not_ready_when_the_log_cannot_be_opened(
+    settings: Settings, bundle_dir: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    serving = settings.serving.model_copy(
+        update={"prediction_log_url": f"sqlite:///{blocker}/predictions.db"}
+    )
+
+    with TestClient(create_app(settings.model_copy(update={"serving": serving}))) as client:
+        ready = client.get("/ready")
+
+    assert ready.status_code == 503
+    assert "prediction_log_url" in ready.json()["detail"]
+
+
+def test_docs_show_the_real_features(client: TestClient, schema: Schema) -> None:
+    spec = client.get("/openapi.json").json()
+
+    body_ref = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert body_ref["schema"]["$ref"] == "#/components/schemas/PredictRequest"
+    instance = spec["components"]["schemas"]["Instance"]
+    assert list(instance["properties"]) == schema.names
+    example = spec["components"]["schemas"]["PredictRequest"]["examples"][0]
+    assert set(example["instances"][0]) == set(schema.names)
+    assert {"413", "422", "503"} <= set(spec["paths"]["/predict"]["post"]["responses"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_metrics_count_requests_and_predictions(
+    client: TestClient, row: dict[str, Any], settings: Settings
+) -> None:
+    client.post("/predict", json={"instances": [row, row]})
+    client.post("/predict", json={"instances": []})
+    client.get("/nowhere")
+
+    text = client.get("/metrics").text
+
+    assert 'http_requests_total{method="POST",path="/predict",status="200"}' in text
+    assert 'http_requests_total{method="POST",path="/predict",status="422"}' in text
+    assert 'path="unmatched",status="404"' in text
+    assert 'http_request_duration_seconds_bucket{le="0.005",method="POST",path="/predict"}' in text
+    if settings.task == "classification":
+        assert 'predictions_total{label="' in text
+    else:
+        assert 'prediction_value_count{model_version="1"}' in text
+
+
+def test_model_answers_are_plain_json_numbers(client: TestClient, row: dict[str, Any]) -> None:
+    answer = client.post("/predict", json={"instances": [row]}).json()
+
+    assert isinstance(answer["predictions"][0], str | int | float)
+    assert not isinstance(answer["predictions"][0], np.generic)

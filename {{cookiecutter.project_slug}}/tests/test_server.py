@@ -1,0 +1,179 @@
+"""`serve` for real: uvicorn's options, and a two-worker server that loses nothing on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+import uvicorn
+
+import {{ cookiecutter.package_name }}
+from {{ cookiecutter.package_name }}.api.server import ServeError, run
+from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.schema import Schema
+from {{ cookiecutter.package_name }}.store import PredictionLog
+
+PACKAGE = {{ cookiecutter.package_name }}.__name__
+PREDICT_200 = 'http_requests_total{method="POST",path="/predict",status="200"}'
+SRC = Path({{ cookiecutter.package_name }}.__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """uvicorn.run replaced by a recorder; os.environ is a copy the test may change."""
+    calls: list[dict[str, Any]] = []
+
+    def record(app: str, **options: Any) -> None:
+        metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        calls.append({"app": app, "metrics_dir": metrics_dir, **options})
+        assert metrics_dir is None or Path(metrics_dir).is_dir()
+
+    monkeypatch.setattr(uvicorn, "run", record)
+    environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    monkeypatch.setattr(os, "environ", environ)
+    return calls
+
+
+def test_run_serves_the_app_factory_with_the_settings(
+    settings: Settings, uvicorn_calls: list[dict[str, Any]]
+) -> None:
+    run(settings)
+
+    [call] = uvicorn_calls
+    assert call["app"] == f"{PACKAGE}.api.app:create_app"
+    assert call["factory"] is True
+    assert (call["host"], call["port"], call["workers"]) == ("127.0.0.1", 8000, 1)
+    assert call["metrics_dir"] is None  # one worker: plain in-process metrics
+    assert call["log_config"]["root"]["level"] == "INFO"
+
+
+def test_run_options_win_and_workers_share_their_metrics(
+    settings: Settings, uvicorn_calls: list[dict[str, Any]]
+) -> None:
+    os.environ.pop("OMP_NUM_THREADS", None)
+
+    run(settings, host="0.0.0.0", port=9000, workers=3)
+
+    [call] = uvicorn_calls
+    assert (call["host"], call["port"], call["workers"]) == ("0.0.0.0", 9000, 3)
+    assert call["metrics_dir"] is not None
+    assert not Path(call["metrics_dir"]).exists()  # removed when the server stopped
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+
+
+@pytest.mark.parametrize(("option", "value"), [("workers", 0), ("port", 0), ("port", 70000)])
+def test_run_refuses_bad_options(
+    settings: Settings, uvicorn_calls: list[dict[str, Any]], option: str, value: int
+) -> None:
+    with pytest.raises(ServeError, match=f"--{option}"):
+        run(settings, **{option: value})
+    assert not uvicorn_calls
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without settings overrides, with the package importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ML_")}
+    for name in ("CONFIG_FILE", "PROMETHEUS_MULTIPROC_DIR", "COVERAGE_PROCESS_START"):
+        env.pop(name, None)
+    return {**env, "PYTHONPATH": str(SRC)}
+
+
+def wait_ready(base_url: str, server: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "the server exited"
+        try:
+            if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"not ready after {timeout} s")
+
+
+def test_two_workers_lose_no_prediction_on_sigterm(
+    settings: Settings, bundle_dir: Path, frame: pd.DataFrame, schema: Schema, tmp_path: Path
+) -> None:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    records = json.loads(frame[schema.names].to_json(orient="records"))
+    requests = 240
+    command = [sys.executable, "-m", PACKAGE, "serve", "--port", str(port), "--workers", "2"]
+    with (tmp_path / "server.log").open("wb") as server_log:
+        server = subprocess.Popen(
+            command, cwd=tmp_path, env=clean_env(), stdout=server_log, stderr=server_log
+        )
+        try:
+            wait_ready(base_url, server)
+            with httpx.Client(base_url=base_url, timeout=30) as client:
+
+                def predict(i: int) -> int:
+                    row = records[i % len(records)]
+                    return client.post("/predict", json={"instances": [row]}).status_code
+
+                with ThreadPoolExecutor(max_workers=16) as pool:
+                    statuses = list(pool.map(predict, range(requests)))
+                metrics = client.get("/metrics").text
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=60) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+
+    assert statuses == [200] * requests
+    # /metrics adds up both workers
+    assert f"{PREDICT_200} {requests}.0" in metrics
+    assert PredictionLog(settings.serving.prediction_log_url).count() == requests
+    output = (tmp_path / "server.log").read_text()
+    assert output.count("Application shutdown complete") == 2
+    assert "Traceback" not in output
+
+
+SERVE_ONLY = """
+import sys
+from fastapi.testclient import TestClient
+from {package}.api.app import create_app
+from {package}.cli import app
+
+with TestClient(create_app()) as client:
+    assert client.get("/ready").status_code == 200, client.get("/ready").text
+heavy = [m for m in ("mlflow", "evidently", "matplotlib") if m in sys.modules]
+assert not heavy, heavy
+"""
+
+
+def test_serving_imports_nothing_from_training_or_monitoring(
+    settings: Settings, bundle_dir: Path, tmp_path: Path
+) -> None:
+    """The serve extra has no mlflow, evidently or matplotlib: the service must not need them."""
+    code = SERVE_ONLY.format(package=PACKAGE)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
