@@ -260,7 +260,7 @@ def test_what_the_model_cannot_score_is_a_422(
 ) -> None:
     model = client.app.state.service.predictor.bundle.model
     monkeypatch.setattr(model, "predict", lambda frame: broken(frame)[:, 0])
-    monkeypatch.setattr(model, "predict_proba", broken)
+    monkeypatch.setattr(model, "predict_proba", broken, raising=False)  # regressors have none
 
     response = client.post("/predict", json={"instances": [row]})
 
