@@ -41,6 +41,7 @@ from .schemas import (
 log = logging.getLogger(__name__)
 # Request body limit: max_batch_size rows x features x BYTES_PER_VALUE, plus some slack.
 BYTES_PER_VALUE = 256
+DRAIN_BYTES = 256 * 2**20
 BODY_SLACK_BYTES = 65_536
 
 
@@ -192,18 +193,21 @@ async def _read_instances(request: Request, predictor: Predictor) -> list[dict[s
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    too_large = HTTPException(
-        413,
-        detail=f"Request body over {limit} bytes: send fewer instances per request.",
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
+    """The body, up to `limit` bytes. A larger one is still read (and dropped) up to
+    DRAIN_BYTES before the 413: a client that is still sending when the server answers and
+    closes gets a connection reset instead of the 413."""
     body = bytearray()
+    received = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+        received += len(chunk)
+        if received <= limit:
+            body += chunk
+        elif received > DRAIN_BYTES:
+            break
+    if received > limit:
+        raise HTTPException(
+            413, detail=f"Request body over {limit} bytes: send fewer instances per request."
+        )
     return bytes(body)
 
 
