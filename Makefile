@@ -8,7 +8,7 @@ K ?=
 ARGS ?=
 ANSWERS ?=
 
-.PHONY: help venv test lint bake demo clean
+.PHONY: help venv test lint bake demo bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -41,6 +41,9 @@ demo: venv ## Bake the default project into build/demo/ and run its whole loop
 	rm -rf build/demo
 	$(VENV)/bin/cookiecutter --no-input -o build/demo . $(ANSWERS)
 	cd build/demo/*/ && $(MAKE) install && $(MAKE) demo
+
+bench: venv ## Benchmark the default bake: serving vs a bare floor vs mlflow serve, start-up, footprint, scaling (BENCH_ARGS=--quick)
+	$(VENV)/bin/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean: ## Remove build/ and caches (keeps .venv)
 	rm -rf build .pytest_cache .ruff_cache
