@@ -132,7 +132,13 @@ def test_two_workers_lose_no_prediction_on_sigterm(
 
                 with ThreadPoolExecutor(max_workers=16) as pool:
                     statuses = list(pool.map(predict, range(requests)))
+                # A worker counts a request once its answer is sent: the last count may land
+                # just after the client has it.
+                deadline = time.monotonic() + 10
                 metrics = client.get("/metrics").text
+                while f"{PREDICT_200} {requests}.0" not in metrics and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    metrics = client.get("/metrics").text
             server.send_signal(signal.SIGTERM)
             assert server.wait(timeout=60) == 0
         finally:
