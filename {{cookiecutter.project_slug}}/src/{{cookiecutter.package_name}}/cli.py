@@ -15,6 +15,7 @@ from .config import UserError, get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = logging.getLogger(__name__)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the server's workers use it too
 
 
 def stage(func: Callable[..., None]) -> Callable[..., None]:
@@ -22,9 +23,7 @@ def stage(func: Callable[..., None]) -> Callable[..., None]:
 
     @wraps(func)
     def wrapper(*args: object, **kwargs: object) -> None:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
         logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
         try:
             return func(*args, **kwargs)

@@ -14,11 +14,11 @@ from typing import Any
 
 import uvicorn
 
+from ..cli import LOG_FORMAT
 from ..config import Settings, UserError
 
 APP_FACTORY = f"{__package__}.app:create_app"
 GRACEFUL_SHUTDOWN_SECONDS = 20  # then open requests are cancelled; below Kubernetes' 30 s
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Every process (the parent and each worker) logs in the same format as the CLI.
 LOG_CONFIG: dict[str, Any] = {
