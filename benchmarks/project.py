@@ -61,15 +61,17 @@ class Project:
         return data
 
 
-def cookiecutter_command() -> list[str]:
-    beside = Path(sys.executable).with_name("cookiecutter")
+def tool_command(name: str) -> list[str]:
+    """How to run a command-line tool of tests/requirements.txt: the one installed beside this
+    Python (`make venv` puts cookiecutter and uv in .venv/bin), then PATH, then `python -m`."""
+    beside = Path(sys.executable).with_name(name)
     if beside.exists():
         return [str(beside)]
-    if found := shutil.which("cookiecutter"):
+    if found := shutil.which(name):
         return [found]
-    if importlib.util.find_spec("cookiecutter"):
-        return [sys.executable, "-m", "cookiecutter"]
-    raise StepError("cookiecutter is not installed: `pip install cookiecutter` (or `make test`).")
+    if importlib.util.find_spec(name):
+        return [sys.executable, "-m", name]
+    raise StepError(f"{name} is not installed: `pip install {name}` (or `make venv`).")
 
 
 def bake(template: Path, work: Path, env: dict[str, str]) -> Project:
@@ -80,7 +82,7 @@ def bake(template: Path, work: Path, env: dict[str, str]) -> Project:
     )
     out, logs = work / "bake", work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    command = [*cookiecutter_command(), "--no-input", "--config-file", str(config)]
+    command = [*tool_command("cookiecutter"), "--no-input", "--config-file", str(config)]
     run_timed(
         [*command, "-o", str(out), str(template)], cwd=work, env=env, log_file=logs / "bake.log"
     )
@@ -122,14 +124,12 @@ def tree_size(root: Path) -> tuple[int, int]:
 
 def footprint(project: Project, work: Path) -> dict[str, Any]:
     """A fresh venv with only `<project>[serve]` (what a serving image holds) vs the full .venv."""
-    uv = shutil.which("uv")
-    if uv is None:
-        raise StepError("uv is not on PATH: the footprint needs it (pip install uv).")
+    uv = tool_command("uv")
     venv = work / "serve-venv"
     python = str(project.python.resolve())
-    project.run([uv, "venv", "--quiet", "--python", python, str(venv)], tag="serve-venv")
+    project.run([*uv, "venv", "--quiet", "--python", python, str(venv)], tag="serve-venv")
     install = project.run(
-        [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
+        [*uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
          "--compile-bytecode", f"{project.root}[serve]"],
         tag="serve-install",
     )  # fmt: skip
