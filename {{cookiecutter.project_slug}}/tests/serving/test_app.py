@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -340,6 +341,21 @@ def test_docs_show_the_real_features(client: TestClient, schema: Schema) -> None
     assert set(example["instances"][0]) == set(schema.names)
     assert {"413", "422", "503"} <= set(spec["paths"]["/predict"]["post"]["responses"])
     assert client.get("/docs").status_code == 200
+
+
+def test_docs_load_swagger_ui_from_the_service_not_a_cdn(client: TestClient) -> None:
+    page = client.get("/docs")
+
+    assert page.status_code == 200
+    assert "://" not in page.text  # nothing from another host: /docs works offline
+    assert "url: '/openapi.json'" in page.text
+    assets = {url: client.get(url) for url in re.findall(r'(?:src|href)="([^"]+)"', page.text)}
+    assert [answer.status_code for answer in assets.values()] == [200, 200, 200], list(assets)
+    # Python 3.11 names .js files application/javascript, 3.12 text/javascript
+    types = {answer.headers["content-type"].split(";")[0] for answer in assets.values()}
+    types = {kind.replace("application/javascript", "text/javascript") for kind in types}
+    assert types == {"text/javascript", "text/css", "image/png"}
+    assert 'path="/docs-assets",status="200"' in client.get("/metrics").text
 
 
 def test_metrics_count_requests_and_predictions(

@@ -14,7 +14,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
 from ..config import Settings, get_settings
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 # Small batches are scored on the event loop (~2 ms): a thread hop per request costs more than
 # that once 16 requests fight over the GIL. Bigger ones go to a thread so the loop stays free.
 INLINE_ROWS = 64
+# Swagger UI's own files, installed with the serve extra: /docs works with no internet access.
+DOCS_ASSETS = "/docs-assets"
 
 
 @dataclass
@@ -138,6 +143,19 @@ async def metrics() -> Response:
     return Response(content, media_type=media_type)
 
 
+@router.get("/docs", include_in_schema=False)
+async def docs(request: Request) -> HTMLResponse:
+    """Swagger UI: try /predict from the browser, with the real features (see below)."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - API docs",
+        swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon-32x32.png",
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI app; `serve` runs it with uvicorn (`create_app` as the factory)."""
     settings = settings or get_settings()
@@ -146,10 +164,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Predictions of the exported model; /docs shows its features.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's own /docs loads Swagger UI from a CDN; ours is local
+        redoc_url=None,
     )
     app.state.service = Service(settings)
     app.add_middleware(MetricsMiddleware)
     app.include_router(router)
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     app.openapi = _openapi_with_features(app)  # type: ignore[method-assign]
     return app
 

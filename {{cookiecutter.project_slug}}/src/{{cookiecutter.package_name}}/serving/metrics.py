@@ -20,6 +20,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -100,9 +101,14 @@ class MetricsMiddleware:
 
 
 def _route_path(scope: Scope) -> str:
-    """The matched route's template; routes FastAPI adds itself (/docs) are found by path."""
+    """The matched route's template; routes FastAPI adds itself (/openapi.json) are found by
+    path, and files of a mounted folder (/docs-assets) by the folder."""
     route = scope.get("route")
     if route is not None:
         return str(route.path)
-    known = {getattr(r, "path", None) for r in scope["app"].routes}
-    return str(scope["path"]) if scope["path"] in known else "unmatched"
+    path = str(scope["path"])
+    for known in scope["app"].routes:
+        template = getattr(known, "path", None)
+        if path == template or (isinstance(known, Mount) and path.startswith(f"{template}/")):
+            return str(template)
+    return "unmatched"
