@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,13 @@ import httpx
 import pandas as pd
 import pytest
 import uvicorn
+from typer.testing import CliRunner
 
 import {{ cookiecutter.package_name }}
+from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.schema import Schema
+from {{ cookiecutter.package_name }}.serving import server
 from {{ cookiecutter.package_name }}.serving.server import ServeError, run
 from {{ cookiecutter.package_name }}.store import PredictionLog
 
@@ -40,6 +44,9 @@ def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         assert metrics_dir is None or Path(metrics_dir).is_dir()
 
     monkeypatch.setattr(uvicorn, "run", record)
+    # These tests check options only: a server you left running on 8000 must not fail them
+    # (the port check has its own tests, with real sockets).
+    monkeypatch.setattr(server, "_check_can_listen", lambda host, port: None)
     environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     monkeypatch.setattr(os, "environ", environ)
     return calls
@@ -80,6 +87,72 @@ def test_run_refuses_bad_options(
     with pytest.raises(ServeError, match=f"--{option}"):
         run(settings, **{option: value})
     assert not uvicorn_calls
+
+
+@pytest.fixture
+def occupied_port() -> Iterator[int]:
+    """A port another server listens on, on every interface."""
+    with socket.socket() as other:
+        other.bind(("0.0.0.0", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+@pytest.fixture
+def no_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    def start(app: str, **options: Any) -> None:
+        raise AssertionError("uvicorn started (and would have loaded the model)")
+
+    monkeypatch.setattr(uvicorn, "run", start)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+@pytest.mark.usefixtures("no_uvicorn")
+def test_a_port_in_use_is_refused_before_the_model_loads(
+    settings: Settings, occupied_port: int, host: str
+) -> None:
+    with pytest.raises(ServeError) as refused:
+        run(settings, host=host, port=occupied_port)
+
+    assert str(refused.value).startswith(f"port {occupied_port} is in use")
+    assert f"make serve PORT={occupied_port + 1}" in str(refused.value)
+
+
+@pytest.mark.usefixtures("settings", "no_uvicorn")
+def test_serve_on_a_port_in_use_says_so_in_one_line_and_exits_1(
+    occupied_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    result = CliRunner().invoke(app, ["serve", "--port", str(occupied_port)])
+
+    assert result.exit_code == 1
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.getMessage().startswith(f"port {occupied_port} is in use")
+    assert "make serve PORT=" in record.getMessage()
+
+
+def test_the_port_check_leaves_the_port_free_for_uvicorn(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    bound: list[int] = []
+
+    def bind_like_uvicorn(app: str, **options: Any) -> None:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((options["host"], options["port"]))
+            sock.listen()
+            bound.append(sock.getsockname()[1])
+
+    monkeypatch.setattr(uvicorn, "run", bind_like_uvicorn)
+    run(settings, port=port)
+
+    assert bound == [port]
+
+
+@pytest.mark.usefixtures("no_uvicorn")
+def test_a_host_that_is_not_this_machine_is_refused_in_one_line(settings: Settings) -> None:
+    with pytest.raises(ServeError, match=r"cannot listen on 192\.0\.2\.1:8000 .*: use a host"):
+        run(settings, host="192.0.2.1", port=8000)
 
 
 def free_port() -> int:

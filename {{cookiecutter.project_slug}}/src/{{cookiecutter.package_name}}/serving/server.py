@@ -6,7 +6,9 @@ flight, then run the app's shutdown, which writes every queued prediction to the
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +45,7 @@ def run(
         raise ServeError(f"--workers must be at least 1, not {workers}.")
     if not 0 < port < 65536:
         raise ServeError(f"--port must be between 1 and 65535, not {port}.")
+    _check_can_listen(host, port)
     # A request is scored by one thread; parallelism comes from requests and workers, and
     # OpenMP's own threads (HistGradientBoosting) would only fight them for the cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -56,6 +59,28 @@ def run(
             log_config=UVICORN_LOG_CONFIG,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Say in one line that the port is taken, before the model loads, not in uvicorn's
+    traceback after. The probe binds as uvicorn will (SO_REUSEADDR, IPv6 for a host with ':')
+    and closes at once, so the port is free again for uvicorn."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                other = port + 1 if port < 65535 else port - 1
+                raise ServeError(
+                    f"port {port} is in use (another server?): pick another one, "
+                    f"e.g. make serve PORT={other}"
+                ) from None
+            raise ServeError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): use a host of this machine "
+                "(127.0.0.1, or 0.0.0.0 for every network interface) and a port above 1023."
+            ) from None
 
 
 @contextmanager
