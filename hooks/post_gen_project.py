@@ -1,6 +1,6 @@
-"""Remove the parts of the generated project that the answers switched off, and record which
+"""Remove the parts of the generated project that the answers switched off, record which
 template, commit and answers made it (.cruft.json), so that `cruft update` can bring in later
-template fixes."""
+template fixes, and say what to run next."""
 
 import json
 import os
@@ -64,6 +64,28 @@ def write_cruft_state() -> None:
     Path(".cruft.json").write_text(json.dumps(state, indent=2, ensure_ascii=False) + "\n")
 
 
+def next_steps() -> str:
+    """The commands to run now. `cd` takes the folder's name when the bake was made here (the
+    usual case), else its full path."""
+    here = os.environ.get("PWD")
+    folder = Path.cwd()
+    if here and Path(here).resolve() == Path(ANSWERS["_output_dir"]).resolve():
+        folder = Path(folder.name)
+    return f"""
+Created {folder}. Next:
+
+    cd {folder}
+    make install    # a .venv with everything the project needs (a minute or two)
+    make demo       # the whole loop: data, training, the API, a few requests, then it stops
+
+or one stage at a time:
+
+    make train      # data -> model -> MLflow -> models/
+    make serve      # the API, with its docs on http://127.0.0.1:8000/docs
+
+{folder / "README.md"} explains each step; `make help` lists them all."""
+
+
 if __name__ == "__main__":
     write_cruft_state()
     if not ANSWERS["include_docker"]:
@@ -76,3 +98,4 @@ if __name__ == "__main__":
         remove(".gitlab-ci.yml")
     if ANSWERS["license"] == "Proprietary":
         remove("LICENSE")
+    print(next_steps())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,10 +22,12 @@ from helpers import OPTIONS, TEMPLATE
 
 
 def cookiecutter_cli(
-    output_dir: Path, config: Path, *args: str
+    output_dir: Path, config: Path, *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the cookiecutter command a learner runs, capturing what they would read."""
     # TMPDIR: cookiecutter leaves its rendered hook scripts there; keep them in pytest's.
+    # PWD: a shell sets it to the folder it runs the command from.
+    shell = {"PWD": str(cwd)} if cwd else {}
     return subprocess.run(
         [
             sys.executable,
@@ -42,7 +45,8 @@ def cookiecutter_cli(
         stdin=subprocess.DEVNULL,
         check=False,
         timeout=120,
-        env={**os.environ, "TMPDIR": tempfile.gettempdir()},
+        cwd=cwd,
+        env={**os.environ, "TMPDIR": tempfile.gettempdir(), **shell},
     )
 
 
@@ -182,6 +186,26 @@ def test_template_bakes_from_a_relative_path(tmp_path: Path, cookiecutter_config
     )
     assert result.returncode == 0, result.stderr
     assert [path.name for path in tmp_path.iterdir()] == ["tumor-classifier"]
+
+
+@pytest.mark.parametrize("where", ["here", "elsewhere"])
+def test_a_bake_ends_with_the_commands_to_run_next(
+    tmp_path: Path, cookiecutter_config: Path, where: str
+) -> None:
+    output_dir = tmp_path / "projects"
+    cwd = output_dir if where == "here" else tmp_path
+    output_dir.mkdir()
+    result = cookiecutter_cli(output_dir, cookiecutter_config, "--no-input", cwd=cwd)
+
+    assert result.returncode == 0, result.stderr
+    folder = "tumor-classifier" if where == "here" else str(output_dir / "tumor-classifier")
+    assert f"\n    cd {folder}\n" in result.stdout
+    assert f"{folder}/README.md explains" in result.stdout
+    targets = re.findall(r"^ +make (\w+) ", result.stdout, flags=re.MULTILINE)
+    assert targets == ["install", "demo", "train", "serve"]
+    makefile = (output_dir / "tumor-classifier" / "Makefile").read_text(encoding="utf-8")
+    assert all(re.search(rf"^{target}:", makefile, flags=re.MULTILINE) for target in targets)
+    assert "\x1b" not in result.stdout, "plain text: no terminal colours"
 
 
 def test_rejected_bake_is_a_failed_hook_for_pytest_cookies(cookies: Any) -> None:
