@@ -18,11 +18,15 @@ from cookiecutter.exceptions import FailedHookException
 from cookiecutter.generate import generate_context
 from cookiecutter.prompt import prompt_for_config
 
-from helpers import OPTIONS, TEMPLATE
+from helpers import OPTIONS, TEMPLATE, run
 
 
 def cookiecutter_cli(
-    output_dir: Path, config: Path, *args: str, cwd: Path | None = None
+    output_dir: Path,
+    config: Path,
+    *args: str,
+    cwd: Path | None = None,
+    template: str = str(TEMPLATE),
 ) -> subprocess.CompletedProcess[str]:
     """Run the cookiecutter command a learner runs, capturing what they would read."""
     # TMPDIR: cookiecutter leaves its rendered hook scripts there; keep them in pytest's.
@@ -37,7 +41,7 @@ def cookiecutter_cli(
             str(config),
             "-o",
             str(output_dir),
-            str(TEMPLATE),
+            template,
             *args,
         ],
         capture_output=True,
@@ -206,6 +210,24 @@ def test_a_bake_ends_with_the_commands_to_run_next(
     makefile = (output_dir / "tumor-classifier" / "Makefile").read_text(encoding="utf-8")
     assert all(re.search(rf"^{target}:", makefile, flags=re.MULTILINE) for target in targets)
     assert "\x1b" not in result.stdout, "plain text: no terminal colours"
+
+
+def test_template_bakes_from_a_git_clone_as_the_readme_shows(
+    tmp_path: Path, cookiecutter_config: Path
+) -> None:
+    # README: `git clone <url> mle-starter`, then `uvx cookiecutter mle-starter`. A clone of
+    # this checkout stands in for the URL (its committed files: commit before running this).
+    run(["git", "clone", "--quiet", str(TEMPLATE), str(tmp_path / "mle-starter")])
+    output_dir = tmp_path / "out"
+
+    result = cookiecutter_cli(
+        output_dir, cookiecutter_config, "--no-input", cwd=tmp_path, template="mle-starter"
+    )
+
+    assert result.returncode == 0, result.stderr
+    state = json.loads((output_dir / "tumor-classifier" / ".cruft.json").read_text())
+    assert state["template"] == str(tmp_path / "mle-starter")
+    assert state["commit"] == run(["git", "-C", str(TEMPLATE), "rev-parse", "HEAD"]).strip()
 
 
 def test_rejected_bake_is_a_failed_hook_for_pytest_cookies(cookies: Any) -> None:
