@@ -22,13 +22,35 @@ SWITCHES = ["include_docker", "include_monitoring"]
 
 SLUG = re.compile(r"[a-z][a-z0-9-]*")
 PACKAGE = re.compile(r"[a-z][a-z0-9_]*")
-# Modules the generated project imports; a package with the same name would hide them.
+# The top-level import names of every distribution a generated project installs, with all
+# extras; a package of the same name would hide one of them. tests/test_hooks.py recomputes them
+# from a full install and names any that a new dependency adds.
 DEPENDENCIES = {
-    "evidently", "fastapi", "httpx", "joblib", "matplotlib", "mlflow", "numpy", "pandas",
-    "prometheus_client", "pyarrow", "pydantic", "pydantic_core", "pydantic_settings", "pytest",
-    "scipy", "sklearn", "skops", "sqlalchemy", "starlette", "test", "tests", "threadpoolctl",
-    "typer", "uvicorn", "yaml",
+    "aiohappyeyeballs", "aiohttp", "aiosignal", "alembic", "annotated_doc", "annotated_types",
+    "anyio", "appdirs", "ast_serialize", "attr", "attrs", "blinker", "cachetools", "certifi",
+    "cffi", "cfgv", "charset_normalizer", "click", "cloudpickle", "contourpy", "coverage",
+    "cryptography", "cycler", "databricks", "dateutil", "defusedxml", "deprecation", "distlib",
+    "distro", "docker", "dotenv", "dynaconf", "evidently", "faker", "fastapi", "filelock", "flask",
+    "flask_cors", "formulaic", "frozenlist", "fsspec", "git", "gitdb", "google", "graphene",
+    "graphql", "graphql_relay", "greenlet", "gunicorn", "h11", "httpcore", "httpcore2", "httptools",
+    "httpx", "httpx2", "huey", "identify", "idna", "importlib_metadata", "iniconfig",
+    "interface_meta", "iterative_telemetry", "itsdangerous", "jinja2", "joblib",
+    "jupyterlab_plotly", "kiwisolver", "librt", "litestar", "litestar_htmx", "mako", "markdown_it",
+    "markupsafe", "matplotlib", "mdurl", "mlflow", "mpl_toolkits", "msgspec", "multidict",
+    "multipart", "mypy", "mypy_extensions", "mypyc", "narwhals", "nltk", "nodeenv", "numpy",
+    "opentelemetry", "packaging", "pandas", "pathspec", "patsy", "platformdirs", "plotly", "pluggy",
+    "polyfactory", "pre_commit", "prettytable", "prometheus_client", "propcache", "psycopg",
+    "psycopg_binary", "py", "pyarrow", "pyasn1", "pyasn1_modules", "pycparser", "pydantic",
+    "pydantic_core", "pydantic_settings", "pygments", "pylab", "pyparsing", "pytest", "pytest_cov",
+    "python_discovery", "pytz", "regex", "requests", "rich", "rich_click", "ruff", "scipy",
+    "shellingham", "sklearn", "skops", "smmap", "sniffio", "sqlalchemy", "sqlparse", "starlette",
+    "statsmodels", "swagger_ui_bundle", "tenacity", "threadpoolctl", "tqdm", "truststore", "typer",
+    "typing_extensions", "typing_inspect", "typing_inspection", "tzdata", "ujson", "urllib3",
+    "uuid6", "uvicorn", "uvloop", "vendor_licenses", "virtualenv", "watchdog", "watchfiles",
+    "wcwidth", "websockets", "werkzeug", "wrapt", "yaml", "yarl", "zipp",
 }  # fmt: skip
+# pytest and the tools expect the project's test folder under these names.
+TEST_FOLDERS = {"test", "tests"}
 
 
 def find_problem() -> str | None:
@@ -51,7 +73,7 @@ def find_problem() -> str | None:
             f"package_name {package!r} is a Python keyword and cannot be imported: "
             f"pick another name, e.g. '{package}_model'."
         )
-    if package in sys.stdlib_module_names or package in DEPENDENCIES:
+    if package in sys.stdlib_module_names or package in DEPENDENCIES | TEST_FOLDERS:
         return (
             f"package_name {package!r} would hide the module of the same name that Python or "
             f"the project needs: pick another name, e.g. '{package}_model'."

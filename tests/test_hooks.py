@@ -80,6 +80,7 @@ def assert_rejected(result: subprocess.CompletedProcess[str], field: str, valid:
         ("package_name=json", "package_name", "would hide the module of the same name"),
         ("package_name=sklearn", "package_name", "would hide the module of the same name"),
         ("package_name=tests", "package_name", "would hide the module of the same name"),
+        ("package_name=uvloop", "package_name", "would hide the module of the same name"),
         ("author_email=nobody", "author_email", "e.g. 'you@example.com'"),
     ],
 )
@@ -150,15 +151,20 @@ def test_hook_rejects_an_unknown_choice_from_a_replay_file(
     assert not output_dir.exists() or list(output_dir.iterdir()) == []
 
 
-def test_hook_knows_every_choice_of_cookiecutter_json() -> None:
+def hook_constants(*names: str) -> dict[str, Any]:
+    """Literal constants of hooks/pre_gen_project.py (a Jinja template, so not importable)."""
     hook = ast.parse((TEMPLATE / "hooks" / "pre_gen_project.py").read_text(encoding="utf-8"))
-    constants = {
+    return {
         target.id: ast.literal_eval(node.value)
         for node in hook.body
         if isinstance(node, ast.Assign)
         for target in node.targets
-        if isinstance(target, ast.Name) and target.id in {"CHOICES", "SWITCHES"}
+        if isinstance(target, ast.Name) and target.id in names
     }
+
+
+def test_hook_knows_every_choice_of_cookiecutter_json() -> None:
+    constants = hook_constants("CHOICES", "SWITCHES")
     assert constants["CHOICES"] == {
         name: value for name, value in OPTIONS.items() if isinstance(value, list) and name[0] != "_"
     }
@@ -256,6 +262,24 @@ def test_package_name_may_not_shadow_anything_the_project_imports(
         if cookies.bake(extra_context={"package_name": name}).exit_code == 0
     ]
     assert not accepted, f"package_name may shadow these imports: {accepted}"
+
+
+# Every top-level name a package_name could take (lowercase, digits, underscores) that the
+# installed distributions provide, outside the standard library (the hook checks that itself).
+INSTALLED_NAMES = """
+import json, re, sys
+from importlib.metadata import packages_distributions
+names = {name for name in packages_distributions() if re.fullmatch("[a-z][a-z0-9_]*", name)}
+print(json.dumps(sorted(names - set(sys.stdlib_module_names))))
+"""
+
+
+def test_package_name_may_not_shadow_any_installed_distribution(generated_python: Path) -> None:
+    # The virtualenv holds every dependency of a generated project, with all extras.
+    installed = json.loads(run([str(generated_python), "-c", INSTALLED_NAMES]))
+    assert "sklearn" in installed and "uvloop" in installed, installed
+    missing = sorted(set(installed) - hook_constants("DEPENDENCIES")["DEPENDENCIES"])
+    assert not missing, f"add these to DEPENDENCIES in hooks/pre_gen_project.py: {missing}"
 
 
 def test_valid_unusual_answers_pass(bake: Callable[..., Path]) -> None:
