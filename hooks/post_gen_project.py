@@ -98,4 +98,5 @@ if __name__ == "__main__":
         remove(".gitlab-ci.yml")
     if ANSWERS["license"] == "Proprietary":
         remove("LICENSE")
-    print(next_steps())
+    if "_commit" not in ANSWERS:  # cruft bakes its updates in a temporary folder: not there
+        print(next_steps())
