@@ -280,6 +280,9 @@ def test_serve_extra_alone_serves_the_bundle(
         response = server.predict(request)
         assert response.status_code == 200, response.text
         assert len(response.json()["predictions"]) == len(request["instances"])
+        # /docs loads Swagger UI from the service: the serve extra ships its files.
+        assets = httpx.get(f"{server.url}/docs-assets/swagger-ui-bundle.js", timeout=30)
+        assert assets.status_code == 200
     finally:
         stopped = server.stop()
     assert stopped, f"the server did not stop within 60 s of SIGTERM:\n{server.output()}"
