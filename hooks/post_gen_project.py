@@ -18,9 +18,31 @@ def remove(*paths: str) -> None:
             path.unlink(missing_ok=True)
 
 
+def keep_one(chosen: Path, variants: list[Path], final: Path) -> None:
+    """Keep the variant of the chosen answer under its final name; delete the others."""
+    for variant in variants:
+        if variant == chosen:
+            variant.rename(final)
+        else:
+            variant.unlink()
+
+
 if __name__ == "__main__":
+    deploy = ANSWERS["deploy"]
+    # The image is what every deploy target runs: without Docker there is nothing to deploy.
     if not ANSWERS["include_docker"]:
-        remove("Dockerfile", ".dockerignore")
+        remove("Dockerfile", ".dockerignore", "deploy")
+    if deploy != "render":
+        remove("render.yaml")
+    if deploy != "huggingface":
+        remove("deploy/huggingface")
+    # One CD workflow per target (workflows are copied, not rendered): keep the chosen one.
+    workflows = Path(".github/workflows")
+    variants = sorted(workflows.glob("cd-*.yml"))
+    if deploy == "none":
+        remove(*map(str, variants))
+    else:
+        keep_one(workflows / f"cd-{deploy}.yml", variants, workflows / "cd.yml")
     if not ANSWERS["include_monitoring"]:
         remove(
             f"{PACKAGE}/monitor.py",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
-import math
 import os
 import re
 import subprocess
@@ -20,7 +20,16 @@ import pytest
 import yaml
 from cookiecutter.main import cookiecutter
 
-from helpers import AXES, COMBINATIONS, OPTIONS, TEMPLATE, combination_id, tool
+from helpers import (
+    AXES,
+    COMBINATIONS,
+    INTERACTING,
+    OPTIONS,
+    TEMPLATE,
+    allowed,
+    combination_id,
+    tool,
+)
 
 PACKAGE = "tumor_classifier"  # the package name the default project name gives
 # Jinja left in a file: an unrendered {{ }}, {% %} or {# #}.
@@ -29,14 +38,18 @@ RESIDUE = re.compile(r"\{\{|\{%|\{#")
 WORKFLOW_RESIDUE = re.compile(r"(?<!\$)\{\{|\{%|\{#|cookiecutter\.")
 LAYOUT = [
     "Makefile", "config.yaml", "pyproject.toml", ".python-version", "README.md", "LICENSE",
-    ".gitignore", ".pre-commit-config.yaml", "Dockerfile", ".dockerignore",
-    ".github/workflows/ci.yml", ".github/workflows/monitor.yml", ".github/dependabot.yml",
+    ".gitignore", ".pre-commit-config.yaml", "Dockerfile", ".dockerignore", "render.yaml",
+    ".github/workflows/ci.yml", ".github/workflows/cd.yml", ".github/workflows/monitor.yml",
+    ".github/dependabot.yml", "deploy/kubernetes/kustomization.yaml",
+    "deploy/kubernetes/deployment.yaml", "deploy/kubernetes/service.yaml",
+    "deploy/kubernetes/hpa.yaml",
     *(f"src/{PACKAGE}/{module}" for module in (
         "__init__.py", "__main__.py", "cli.py", "config.py", "schema.py", "data.py",
         "features.py", "evaluate.py", "train.py", "bundle.py", "store.py", "api/__init__.py",
-        "api/app.py", "api/schemas.py", "monitor.py", "simulate.py", "demo.py", "py.typed",
+        "api/app.py", "api/schemas.py", "monitor.py", "simulate.py", "demo.py", "smoke.py",
+        "py.typed",
     )),
-    "tests/conftest.py",
+    "tests/conftest.py", "tests/test_smoke.py",
 ]  # fmt: skip
 
 
@@ -98,9 +111,17 @@ def compile_error(source: str, name: str) -> str | None:
 def expected_parts(answers: dict[str, Any]) -> dict[str, bool]:
     """Path -> whether the answers say it must exist."""
     monitoring, github = answers["include_monitoring"], answers["ci"] == "github"
+    docker, deploy = answers["include_docker"], answers["deploy"]
     return {
-        "Dockerfile": answers["include_docker"],
-        ".dockerignore": answers["include_docker"],
+        "Dockerfile": docker,
+        ".dockerignore": docker,
+        "deploy/kubernetes/kustomization.yaml": docker,
+        "render.yaml": deploy == "render",
+        "deploy/huggingface/README.md": deploy == "huggingface",
+        "deploy/huggingface/Dockerfile": deploy == "huggingface",
+        ".github/workflows/cd.yml": github and deploy != "none",
+        ".github/workflows/cd-render.yml": False,
+        ".github/workflows/cd-huggingface.yml": False,
         f"src/{PACKAGE}/monitor.py": monitoring,
         f"src/{PACKAGE}/simulate.py": monitoring,
         "tests/test_monitor.py": monitoring,
@@ -117,9 +138,26 @@ def expected_parts(answers: dict[str, Any]) -> dict[str, bool]:
 def test_matrix_covers_every_option_of_cookiecutter_json() -> None:
     assert set(AXES) >= {
         "python_version", "task", "model_family", "include_docker", "include_monitoring", "ci",
-        "license",
+        "deploy", "license",
     }  # fmt: skip
-    assert len(COMBINATIONS) == math.prod(len(values) for values in AXES.values())  # 864 today
+    # Pairwise: any two values of two options meet in some baked combination, unless the hook
+    # rejects that pair (deploying without the image).
+    for first, second in itertools.combinations(AXES, 2):
+        baked = {(answers[first], answers[second]) for answers in COMBINATIONS}
+        wanted = {
+            (a, b) for a in AXES[first] for b in AXES[second] if allowed({first: a, second: b})
+        }
+        assert baked == wanted, f"{first} x {second}: missing {wanted - baked}"
+    # Options that change the same files are baked in every allowed combination of their values.
+    for group in INTERACTING:
+        baked = {tuple(answers[name] for name in group) for answers in COMBINATIONS}
+        wanted = {
+            values
+            for values in itertools.product(*(AXES[name] for name in group))
+            if allowed(dict(zip(group, values, strict=True)))
+        }
+        assert baked == wanted, f"{group}: missing {wanted - baked}"
+    assert len(COMBINATIONS) == len({combination_id(answers) for answers in COMBINATIONS})
 
 
 @pytest.mark.parametrize("answers", COMBINATIONS, ids=combination_id)
