@@ -104,11 +104,25 @@ def test_passes_against_a_healthy_service(service: Service, sample: Path) -> Non
     assert service.calls["/health"] == service.calls["/metadata"] == 1
 
 
-def test_waits_for_a_sleeping_instance_to_wake(service: Service, sample: Path) -> None:
+def test_waits_for_a_sleeping_instance_to_wake_with_a_progress_line(
+    service: Service,
+    sample: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(smoke_module, "PROGRESS_SECONDS", 0.0)
+    caplog.set_level(logging.INFO)
     service.asleep_for = 3
     report = smoke(service.url + "/", sample, requests=1, wait=10)
     assert service.calls["/ready"] == 4
     assert report.waited_seconds > 0
+    assert f"Waiting for {service.url}/ready: answered 503" in caplog.text
+
+
+def test_an_answer_that_is_not_json_is_named(service: Service, sample: Path) -> None:
+    service.routes["/health"] = lambda _: (200, "ok")
+    with pytest.raises(SmokeError, match=r"^/health: the answer is not a JSON object: 'ok'"):
+        smoke(service.url, sample, wait=5)
 
 
 def test_a_stopped_service_fails_on_ready_after_the_wait(sample: Path) -> None:
