@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
-import signal
-import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 log = logging.getLogger("bench")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-STOP_TIMEOUT = 30.0
+SERVICE_PROCESS = (
+    Path(__file__).resolve().parents[1]
+    / "{{cookiecutter.project_slug}}/src/{{cookiecutter.package_name}}/serving/process.py"
+)
 
 
 class StepError(RuntimeError):
@@ -111,22 +112,18 @@ def run_timed(
     return Timed(seconds, memory.peak)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _load_service_process() -> ModuleType:
+    """The generated project's own start / wait-until-ready / stop helper, loaded from the
+    template (it has no template syntax and imports only the standard library)."""
+    spec = importlib.util.spec_from_file_location("service_process", SERVICE_PROCESS)
+    assert spec is not None and spec.loader is not None, SERVICE_PROCESS
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def http_status(url: str, timeout: float = 2.0) -> int | None:
-    """Status of a GET, or None when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, OSError):
-        return None
+service = _load_service_process()
+free_port = service.free_port
 
 
 def start_server(
@@ -134,33 +131,22 @@ def start_server(
 ) -> subprocess.Popen[bytes]:
     """Start `command` in its own process group (so stopping it stops its children too)."""
     log.info("$ %s", " ".join(command))
-    with log_file.open("w") as out:
-        return subprocess.Popen(
-            command, cwd=cwd, env=dict(env), stdout=out, stderr=out, start_new_session=True
-        )
+    process: subprocess.Popen[bytes] = service.start(command, cwd=cwd, env=env, log_file=log_file)
+    return process
 
 
 def wait_ready(
     process: subprocess.Popen[bytes], url: str, started: float, timeout: float = 120.0
 ) -> float:
     """Seconds from `started` (a perf_counter) until GET `url` answers 200."""
-    while time.perf_counter() - started < timeout:
-        if process.poll() is not None:
-            raise StepError(f"the server exited with code {process.returncode} before {url}")
-        if http_status(url, timeout=1.0) == 200:
-            return time.perf_counter() - started
-        time.sleep(0.02)
-    raise StepError(f"{url} did not answer 200 within {timeout:.0f} s")
+    try:
+        service.wait_until_ready(process, url, timeout=timeout, interval=0.02)
+    except service.ServiceProcessError as exc:
+        raise StepError(str(exc)) from exc
+    return time.perf_counter() - started
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group (graceful: the service flushes its log); SIGKILL if it hangs."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        log.warning("server %d did not stop within %.0f s: killing it", process.pid, STOP_TIMEOUT)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    if not service.stop(process):
+        log.warning("server %d did not stop in time: killed it", process.pid)

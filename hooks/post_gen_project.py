@@ -1,7 +1,11 @@
-"""Remove the parts of the generated project that the answers switched off."""
+"""Remove the parts of the generated project that the answers switched off, and record which
+template, commit and answers made it (.cruft.json), so that `cruft update` can bring in later
+template fixes."""
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 # Every answer, with its real type (booleans stay booleans). Single quotes: the JSON has double.
@@ -18,6 +22,48 @@ def remove(*paths: str) -> None:
             path.unlink(missing_ok=True)
 
 
+def git(repo: Path, *args: str) -> str | None:
+    """Output of a git command in `repo`, or None when it is not a git checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:  # no git installed
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def template_source() -> tuple[str, str | None]:
+    """The template as `cruft update` can fetch it again (a git URL or an absolute path), and
+    its commit. A relative path is relative to where cookiecutter was started, not to here."""
+    if "_commit" in ANSWERS:  # cruft itself is baking: it knows both
+        return str(ANSWERS["_template"]), str(ANSWERS["_commit"])
+    repo = Path(ANSWERS["_repo_dir"])
+    if not repo.is_absolute():
+        repo = Path(os.environ.get("PWD") or Path.cwd(), repo).resolve()
+    if ANSWERS["_template"] == ANSWERS["_repo_dir"]:  # a local folder, used where it is
+        source = str(repo)
+    else:  # cloned from a URL or an abbreviation such as gh:owner/name
+        source = git(repo, "remote", "get-url", "origin") or str(ANSWERS["_template"])
+    return source, git(repo, "rev-parse", "HEAD")
+
+
+def write_cruft_state() -> None:
+    """.cruft.json in the format cruft writes itself: template, commit and every answer."""
+    source, commit = template_source()
+    machine_specific = {"_output_dir", "_repo_dir", "_checkout"}
+    answers = {k: v for k, v in ANSWERS.items() if k not in machine_specific}
+    answers.update(_template=source, _commit=commit)
+    state = {
+        "template": source,
+        "commit": commit,
+        "checkout": None,
+        "context": {"cookiecutter": answers},
+        "directory": None,
+    }
+    Path(".cruft.json").write_text(json.dumps(state, indent=2, ensure_ascii=False) + "\n")
+
+
 def keep_one(chosen: Path, variants: list[Path], final: Path) -> None:
     """Keep the variant of the chosen answer under its final name; delete the others."""
     for variant in variants:
@@ -28,6 +74,7 @@ def keep_one(chosen: Path, variants: list[Path], final: Path) -> None:
 
 
 if __name__ == "__main__":
+    write_cruft_state()
     deploy = ANSWERS["deploy"]
     # The image is what every deploy target runs: without Docker there is nothing to deploy.
     if not ANSWERS["include_docker"]:
@@ -44,13 +91,7 @@ if __name__ == "__main__":
     else:
         keep_one(workflows / f"cd-{deploy}.yml", variants, workflows / "cd.yml")
     if not ANSWERS["include_monitoring"]:
-        remove(
-            f"{PACKAGE}/monitor.py",
-            f"{PACKAGE}/simulate.py",
-            "tests/test_monitor.py",
-            "tests/test_simulate.py",
-            ".github/workflows/monitor.yml",
-        )
+        remove(f"{PACKAGE}/monitoring", "tests/monitoring", ".github/workflows/monitor.yml")
     if ANSWERS["ci"] != "github":
         remove(".github")
     if ANSWERS["ci"] != "gitlab":

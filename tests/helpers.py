@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -117,3 +119,14 @@ def run(command: list[str], *, cwd: Path | None = None, **kwargs: Any) -> str:
         output = (result.stdout + result.stderr)[-8000:]
         pytest.fail(f"`{' '.join(command)}` exited {result.returncode} in {cwd}:\n{output}")
     return result.stdout
+
+
+def load_service_process() -> ModuleType:
+    """The generated project's start / wait-until-ready / stop helper, written once and used by
+    its demo, its tests, the benchmarks and these tests (stdlib only, no template syntax)."""
+    path = TEMPLATE / "{{cookiecutter.project_slug}}/src/{{cookiecutter.package_name}}"
+    spec = importlib.util.spec_from_file_location("service_process", path / "serving/process.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -10,8 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,9 +23,12 @@ import httpx
 import pytest
 import yaml
 
-from helpers import run, tool
+from helpers import load_service_process, run, tool
 
 pytestmark = pytest.mark.e2e
+
+
+process = load_service_process()
 
 
 class Server:
@@ -35,38 +36,19 @@ class Server:
 
     def __init__(self, cwd: Path, env: dict[str, str], log: Path) -> None:
         self.cwd, self.env, self.log = cwd, env, log
-        self.port = free_port()
+        self.port = process.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.rows_sent = 0
 
     def start(self, command: list[str]) -> None:
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command,
-                cwd=self.cwd,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.wait_until_ready()
+        self.process = process.start(command, cwd=self.cwd, env=self.env, log_file=self.log)
+        try:
+            process.wait_until_ready(self.process, f"{self.url}/ready", timeout=180)
+        except process.ServiceProcessError as exc:
+            pytest.fail(f"{exc}\n{self.output()}")
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-6000:]
-
-    def wait_until_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        pytest.fail(f"{self.url}/ready was not 200 after {timeout}s:\n{self.output()}")
 
     def predict(self, request: dict[str, Any]) -> httpx.Response:
         response = httpx.post(f"{self.url}/predict", json=request, timeout=60)
@@ -74,31 +56,9 @@ class Server:
             self.rows_sent += len(request["instances"])
         return response
 
-    def running(self) -> bool:
-        try:
-            os.killpg(self.process.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
     def stop(self, timeout: float = 60) -> bool:
         """SIGTERM the whole process group; True if every process exited in time."""
-        if self.running():
-            os.killpg(self.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while (self.process.poll() is None or self.running()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if self.running():
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-            return False
-        return True
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        return bool(process.stop(self.process, timeout=timeout))
 
 
 def make(

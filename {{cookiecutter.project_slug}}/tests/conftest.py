@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from {{ cookiecutter.package_name }}.bundle import save_bundle
 from {{ cookiecutter.package_name }}.config import Settings, get_settings
-from {{ cookiecutter.package_name }}.features import build_pipeline
+from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.schema import Schema
 
 TASK = "{{ cookiecutter.task }}"

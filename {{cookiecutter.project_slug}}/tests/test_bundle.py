@@ -12,7 +12,7 @@ from {{ cookiecutter.package_name }}.bundle import (
     load_bundle,
     save_bundle,
 )
-from {{ cookiecutter.package_name }}.features import build_pipeline
+from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.schema import Schema
 
 FAMILY = "{{ cookiecutter.model_family }}"

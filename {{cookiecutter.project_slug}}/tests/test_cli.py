@@ -3,6 +3,7 @@ from typer.testing import CliRunner
 
 from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings, get_settings
+from {{ cookiecutter.package_name }}.pipeline.processed import schema_path
 
 runner = CliRunner()
 
@@ -17,7 +18,7 @@ def test_help_lists_every_stage() -> None:
 def test_data_stage_runs_from_config_yaml(settings: Settings) -> None:
     result = runner.invoke(app, ["data"])
     assert result.exit_code == 0, result.output
-    assert settings.schema_path.is_file()
+    assert schema_path(settings.data.processed_dir).is_file()
 
 
 def test_user_errors_are_one_line_and_exit_1(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +13,13 @@ import pytest
 import {{ cookiecutter.package_name }}
 from {{ cookiecutter.package_name }} import demo as demo_module
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.data import read_split
+from {{ cookiecutter.package_name }}.pipeline.processed import read_split
 from {{ cookiecutter.package_name }}.store import PredictionLog
 
 
 def skip_training(settings: Settings) -> None:
     """Training has its own tests; here the `bundle_dir` fixture's model (same data) serves."""
-    split, schema = read_split(settings)
+    split, schema = read_split(settings.data.processed_dir)
     rows = json.loads(split.test[schema.names].head(5).to_json(orient="records"))
     (settings.bundle_dir / "sample_request.json").write_text(json.dumps({"instances": rows}))
 
@@ -57,19 +56,3 @@ def test_a_server_that_dies_is_reported() -> None:
 
     with pytest.raises(demo_module.DemoError, match="exited with code 3"):
         demo_module._wait_until_ready("http://127.0.0.1:9", server)
-
-
-def test_a_server_that_ignores_sigterm_is_killed(monkeypatch: pytest.MonkeyPatch) -> None:
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)"
-    server = subprocess.Popen(
-        [sys.executable, "-c", f"{stubborn}; print(1, flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
-    assert server.stdout is not None
-    server.stdout.readline()  # SIGTERM is ignored from here on
-    monkeypatch.setattr(demo_module, "STOP_TIMEOUT", 0.5)
-
-    demo_module._stop_server(server)
-
-    assert server.returncode == -signal.SIGKILL

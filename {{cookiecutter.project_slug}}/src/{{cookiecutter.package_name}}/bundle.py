@@ -13,7 +13,7 @@ import sklearn
 from sklearn.pipeline import Pipeline
 from skops import io as sio
 
-from .config import UserError
+from .errors import UserError
 from .schema import Schema
 
 MODEL_FILE = "model.skops"

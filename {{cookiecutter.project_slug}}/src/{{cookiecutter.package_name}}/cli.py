@@ -11,11 +11,12 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from .config import UserError, get_settings
+from .config import get_settings
+from .errors import UserError
+from .logs import setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = logging.getLogger(__name__)
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the server's workers use it too
 
 
 def stage(func: Callable[..., None]) -> Callable[..., None]:
@@ -23,8 +24,7 @@ def stage(func: Callable[..., None]) -> Callable[..., None]:
 
     @wraps(func)
     def wrapper(*args: object, **kwargs: object) -> None:
-        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
+        setup_logging()
         try:
             return func(*args, **kwargs)
         except ValidationError as exc:
@@ -39,7 +39,7 @@ def stage(func: Callable[..., None]) -> Callable[..., None]:
 @stage
 def data() -> None:
     """Load, validate and split the data; save the schema and the monitoring reference."""
-    from .data import prepare
+    from .pipeline.data import prepare
 
     prepare(get_settings())
 
@@ -47,7 +47,7 @@ def data() -> None:
 @stage
 def train() -> None:
     """Train a baseline and a tuned model, track them in MLflow, export the champion."""
-    from .train import train as run_training
+    from .pipeline.train import train as run_training
 
     run_training(get_settings())
 
@@ -55,7 +55,7 @@ def train() -> None:
 @stage
 def evaluate() -> None:
     """Score the exported champion on the held-out test set."""
-    from .evaluate import evaluate_bundle
+    from .pipeline.evaluate import evaluate_bundle
 
     evaluate_bundle(get_settings())
 
@@ -67,7 +67,7 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
     """Serve the exported model over HTTP (FastAPI + uvicorn)."""
-    from .api.server import run
+    from .serving.server import run
 
     run(get_settings(), host=host, port=port, workers=workers)
 
@@ -75,7 +75,7 @@ def serve(
 @stage
 def mlflow_ui(port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000) -> None:
     """Open the MLflow UI on the tracking store."""
-    from .train import mlflow_ui as run_ui
+    from .pipeline.registry import mlflow_ui as run_ui
 
     run_ui(get_settings(), port=port)
 
@@ -106,7 +106,7 @@ def simulate(
     drift: Annotated[bool, typer.Option(help="Shift the features so drift shows.")] = False,
 ) -> None:
     """Send held-out rows to the running service, optionally drifted."""
-    from .simulate import simulate as run_simulation
+    from .monitoring.simulate import simulate as run_simulation
 
     run_simulation(get_settings(), host=host, port=port, rows=rows, drift=drift)
 
@@ -118,7 +118,7 @@ def monitor(
     ] = False,
 ) -> None:
     """Compare the latest logged predictions with the reference data (Evidently)."""
-    from .monitor import monitor as run_monitor
+    from .monitoring.monitor import monitor as run_monitor
 
     summary = run_monitor(get_settings())
     if fail_on_drift and summary.drift_detected:

@@ -19,10 +19,6 @@ Task = Literal["classification", "regression"]
 ModelFamily = Literal["hist_gradient_boosting", "random_forest", "linear"]
 
 
-class UserError(Exception):
-    """A problem the user can fix (bad config, bad data, missing model): shown without traceback."""
-
-
 class DataSettings(BaseModel):
     source: str = "builtin:breast_cancer"
     target: str = "target"
@@ -80,10 +76,6 @@ class Settings(BaseSettings):
         if uri := os.environ.get("MLFLOW_TRACKING_URI"):
             return value.model_copy(update={"tracking_uri": uri})
         return value
-
-    @property
-    def schema_path(self) -> Path:
-        return self.data.processed_dir / "schema.json"
 
     @property
     def bundle_dir(self) -> Path:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +11,16 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .config import Settings, UserError
-from .data import prepare
-from .train import train
+from .config import Settings
+from .errors import UserError
+from .pipeline.data import prepare
+from .pipeline.train import train
+from .serving import process
 
 log = logging.getLogger(__name__)
 PACKAGE = __name__.rpartition(".")[0]
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0  # seconds for the server to load the model
-STOP_TIMEOUT = 30.0  # seconds for the server to flush the prediction log and exit
 
 
 class DemoError(UserError):
@@ -37,14 +35,18 @@ def demo(settings: Settings) -> None:
         prepare(settings)
     with _timed("train", timings):
         train(settings)
-    port = _free_port()
-    server = _start_server(port)
+    port = process.free_port(HOST)
+    command = [sys.executable, "-m", PACKAGE, "serve", "--host", HOST, "--port", str(port)]
+    log.info("Starting the service: %s", " ".join(command[1:]))
+    server = process.start(command)
     try:
         with _timed("serve", timings):
             _wait_until_ready(f"http://{HOST}:{port}", server)
         exercise(settings, port, timings)
     finally:
-        _stop_server(server)
+        if not process.stop(server):
+            log.warning("The service did not stop within %.0f s: killed it.", process.STOP_TIMEOUT)
+        log.info("Service stopped.")
     log.info("Demo done in %.0f s (%s).", time.perf_counter() - start, _fmt(timings))
     log.info("Model card: %s", settings.bundle_dir / "model_card.md")
     log.info("Runs and the model registry: `make mlflow-ui`, then open http://127.0.0.1:5000")
@@ -53,8 +55,8 @@ def demo(settings: Settings) -> None:
 
 def exercise(settings: Settings, port: int, timings: dict[str, float]) -> None:
     """Every held-out row, then a drift report; the same rows shifted, then another report."""
-    from .monitor import monitor
-    from .simulate import simulate
+    from .monitoring.monitor import monitor
+    from .monitoring.simulate import simulate
     from .store import PredictionLog
 
     store = PredictionLog(settings.serving.prediction_log_url)
@@ -112,45 +114,9 @@ def _fmt(timings: dict[str, float]) -> str:
     return ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in timings.items())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start_server(port: int) -> subprocess.Popen[bytes]:
-    """`python -m <package> serve` in its own process group, so stopping it stops its workers."""
-    command = [sys.executable, "-m", PACKAGE, "serve", "--host", HOST, "--port", str(port)]
-    log.info("Starting the service: %s", " ".join(command[1:]))
-    return subprocess.Popen(command, start_new_session=True)
-
-
 def _wait_until_ready(base_url: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise DemoError(f"The service exited with code {server.returncode}: see its log above.")
-        try:
-            with urllib.request.urlopen(f"{base_url}/ready", timeout=2) as response:
-                if response.status == 200:
-                    log.info("Service ready at %s (API docs: %s/docs)", base_url, base_url)
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    raise DemoError(f"The service at {base_url} was not ready after {READY_TIMEOUT:.0f} s.")
-
-
-def _stop_server(server: subprocess.Popen[bytes]) -> None:
-    """SIGTERM lets uvicorn finish requests and flush the prediction log; SIGKILL if it hangs."""
-    if server.poll() is not None:
-        return
-    os.killpg(server.pid, signal.SIGTERM)
     try:
-        server.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        log.warning("The service did not stop within %.0f s: killing it.", STOP_TIMEOUT)
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-    log.info("Service stopped.")
+        process.wait_until_ready(server, f"{base_url}/ready", timeout=READY_TIMEOUT)
+    except process.ServiceProcessError as exc:
+        raise DemoError(f"{exc} See the service's log above.") from exc
+    log.info("Service ready at %s (API docs: %s/docs)", base_url, base_url)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import UserError
+from .errors import UserError
 
 log = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 30.0  # one request; the first answer of a just-woken instance can be slow

@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from .config import UserError
+from .errors import UserError
 
 log = logging.getLogger(__name__)
 

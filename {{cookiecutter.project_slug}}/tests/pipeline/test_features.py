@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package_name }}.features import build_pipeline
+from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.schema import Schema
 
 FAMILIES = ["hist_gradient_boosting", "random_forest", "linear"]

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.data import prepare, read_split
-from {{ cookiecutter.package_name }}.simulate import SimulationError, simulate
+from {{ cookiecutter.package_name }}.monitoring.simulate import SimulationError, simulate
+from {{ cookiecutter.package_name }}.pipeline.data import prepare
+from {{ cookiecutter.package_name }}.pipeline.processed import read_split
 
 
 class Recorder(ThreadingHTTPServer):
@@ -61,7 +62,7 @@ def service() -> Iterator[Recorder]:
 def processed(settings: Settings) -> pd.DataFrame:
     """The held-out rows of the data stage, without the target."""
     prepare(settings)
-    split, schema = read_split(settings)
+    split, schema = read_split(settings.data.processed_dir)
     return split.test[schema.names]
 
 

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
-from {{ cookiecutter.package_name }}.data import clean, load, split
-from {{ cookiecutter.package_name }}.evaluate import compute_metrics
-from {{ cookiecutter.package_name }}.features import build_pipeline
+from {{ cookiecutter.package_name }}.pipeline.data import clean, load, split
+from {{ cookiecutter.package_name }}.pipeline.evaluate import compute_metrics
+from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.schema import Schema
 
 FAMILY = "{{ cookiecutter.model_family }}"

@@ -16,9 +16,11 @@ from evidently.presets import DataDriftPreset
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from .config import Settings, UserError
-from .schema import Schema
-from .store import PredictionLog
+from ..config import Settings
+from ..errors import UserError
+from ..pipeline.processed import read_reference
+from ..schema import Schema
+from ..store import PredictionLog
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "drift_report.html"
@@ -69,7 +71,8 @@ def monitor(settings: Settings) -> DriftSummary:
     report_path.unlink(missing_ok=True)
     summary_path.unlink(missing_ok=True)
 
-    schema, reference = read_reference(settings)
+    raw_reference, schema = read_reference(settings.data.processed_dir)
+    reference = as_schema_frame(raw_reference, schema)
     logged = read_window(settings.serving.prediction_log_url, cfg.window, cfg.min_rows)
     current = as_schema_frame(logged, schema)
     _check_not_empty(current)
@@ -108,16 +111,6 @@ def _names(columns: tuple[str, ...], shown: int = 5) -> str:
         return ""
     more = f" and {len(columns) - shown} more" if len(columns) > shown else ""
     return f" ({', '.join(columns[:shown])}{more})"
-
-
-def read_reference(settings: Settings) -> tuple[Schema, pd.DataFrame]:
-    """The schema and the reference rows saved by the data stage, as the model sees them."""
-    path = settings.data.processed_dir / "reference.parquet"
-    if not path.is_file() or not settings.schema_path.is_file():
-        raise MonitoringError(f"No reference data in {path.parent}/: run `make data` first.")
-    schema = Schema.load(settings.schema_path)
-    reference = pd.read_parquet(path)
-    return schema, as_schema_frame(reference, schema)
 
 
 def as_schema_frame(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:

@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.monitor import MonitoringError, monitor
+from {{ cookiecutter.package_name }}.monitoring.monitor import MonitoringError, monitor
+from {{ cookiecutter.package_name }}.monitoring.simulate import shift, to_records
+from {{ cookiecutter.package_name }}.pipeline.processed import NoProcessedDataError, schema_path
 from {{ cookiecutter.package_name }}.schema import Schema
-from {{ cookiecutter.package_name }}.simulate import shift, to_records
 from {{ cookiecutter.package_name }}.store import PredictionLog, PredictionRecord
 
 
@@ -39,7 +40,7 @@ def write_reference(settings: Settings, rows: int = 400) -> Schema:
     """What the data stage leaves for monitoring: schema.json and reference.parquet."""
     reference = make_frame(rows, seed=1)
     schema = Schema.infer(reference, "target", settings.task)
-    schema.save(settings.schema_path)
+    schema.save(schema_path(settings.data.processed_dir))
     reference.to_parquet(settings.data.processed_dir / "reference.parquet")
     return schema
 
@@ -175,7 +176,7 @@ def test_an_unreadable_prediction_log_is_a_clear_error(settings: Settings) -> No
 
 
 def test_no_reference_is_a_clear_error(settings: Settings) -> None:
-    with pytest.raises(MonitoringError, match="make data"):
+    with pytest.raises(NoProcessedDataError, match="make data"):
         monitor(settings)
 
 

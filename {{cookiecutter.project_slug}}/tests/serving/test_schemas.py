@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from {{ cookiecutter.package_name }}.api.schemas import example_value, request_model
 from {{ cookiecutter.package_name }}.schema import Feature, Schema
+from {{ cookiecutter.package_name }}.serving.schemas import example_value, request_model
 
 ROW = {"age": 51.5, "visits": 2, "plan": "pro", "score": -0.25}
 

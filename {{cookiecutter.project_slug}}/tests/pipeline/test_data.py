@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.data import DataError, clean, load, prepare, read_split, split
+from {{ cookiecutter.package_name }}.pipeline.data import DataError, clean, load, prepare, split
+from {{ cookiecutter.package_name }}.pipeline.processed import NoProcessedDataError, read_split
 from {{ cookiecutter.package_name }}.schema import Schema
 
 
@@ -105,7 +106,7 @@ def test_split_is_stratified_for_classification(clf_frame: pd.DataFrame) -> None
 
 def test_prepare_writes_splits_reference_and_schema(settings: Settings) -> None:
     schema = prepare(settings)
-    parts, loaded = read_split(settings)
+    parts, loaded = read_split(settings.data.processed_dir)
     assert loaded == schema
     assert len(parts.train) + len(parts.test) == 240
     reference = pd.read_parquet(settings.data.processed_dir / "reference.parquet")
@@ -141,5 +142,5 @@ def test_messy_csv_with_string_multiclass_target(tmp_path: Path, settings: Setti
 
 
 def test_read_split_before_prepare_says_what_to_run(settings: Settings) -> None:
-    with pytest.raises(DataError, match="make data"):
-        read_split(settings)
+    with pytest.raises(NoProcessedDataError, match="make data"):
+        read_split(settings.data.processed_dir)

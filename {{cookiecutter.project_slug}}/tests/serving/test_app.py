@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from {{ cookiecutter.package_name }}.api.app import Predictor, create_app
 from {{ cookiecutter.package_name }}.bundle import MODEL_FILE, load_bundle
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.schema import Schema
+from {{ cookiecutter.package_name }}.serving.app import create_app
+from {{ cookiecutter.package_name }}.serving.predictor import Predictor
 from {{ cookiecutter.package_name }}.store import PredictionLog
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
 from sklearn import metrics as skm
 from sklearn.pipeline import Pipeline
 
-from .bundle import load_bundle
-from .config import Settings
+from ..bundle import load_bundle
+from ..config import Settings
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,6 +33,19 @@ def is_better(task: str, new: float, old: float) -> bool:
     if math.isclose(new, old, rel_tol=1e-9, abs_tol=1e-12):
         return False
     return new > old if PRIMARY_METRIC[task][1] else new < old
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's metrics and diagnostic figures on one set of rows, computed once per run."""
+
+    metrics: dict[str, float]
+    figures: dict[str, Figure]
+    rows: int
+
+
+def evaluate(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> Evaluation:
+    return Evaluation(compute_metrics(task, model, X, y), plot(task, model, X, y), len(y))
 
 
 def compute_metrics(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
@@ -90,9 +104,9 @@ def plot(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str,
 
 def evaluate_bundle(settings: Settings) -> dict[str, float]:
     """The `evaluate` stage: score the exported champion on the test split."""
-    from .data import read_split
+    from .processed import read_split
 
-    split, schema = read_split(settings)
+    split, schema = read_split(settings.data.processed_dir)
     bundle = load_bundle(settings.bundle_dir)
     X, y = split.test[schema.names], split.test[schema.target]
     result = compute_metrics(settings.task, bundle.model, X, y)

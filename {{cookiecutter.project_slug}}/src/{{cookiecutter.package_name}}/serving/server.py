@@ -10,38 +10,15 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import uvicorn
 
-from ..cli import LOG_FORMAT
-from ..config import Settings, UserError
+from ..config import Settings
+from ..errors import UserError
+from ..logs import UVICORN_LOG_CONFIG
 
 APP_FACTORY = f"{__package__}.app:create_app"
 GRACEFUL_SHUTDOWN_SECONDS = 20  # then open requests are cancelled; below Kubernetes' 30 s
-
-# Every process (the parent and each worker) logs in the same format as the CLI.
-LOG_CONFIG: dict[str, Any] = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "default": {"format": LOG_FORMAT},
-        "access": {
-            "()": "uvicorn.logging.AccessFormatter",
-            "fmt": '%(asctime)s %(levelname)s access: %(client_addr)s "%(request_line)s" '
-            "%(status_code)s",
-            "use_colors": False,
-        },
-    },
-    "handlers": {
-        "default": {"class": "logging.StreamHandler", "formatter": "default"},
-        "access": {"class": "logging.StreamHandler", "formatter": "access"},
-    },
-    "loggers": {
-        "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
-    },
-    "root": {"handlers": ["default"], "level": "INFO"},
-}
 
 
 class ServeError(UserError):
@@ -76,7 +53,7 @@ def run(
             host=host,
             port=port,
             workers=workers,
-            log_config=LOG_CONFIG,
+            log_config=UVICORN_LOG_CONFIG,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
 

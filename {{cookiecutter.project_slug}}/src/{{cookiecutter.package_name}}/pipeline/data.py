@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.model_selection import train_test_split
 
-from .config import Settings, UserError
-from .schema import Schema
+from ..config import Settings
+from ..errors import UserError
+from ..schema import Schema
+from .processed import Split, write_processed
 
 log = logging.getLogger(__name__)
 BUILTIN = {"breast_cancer": load_breast_cancer, "diabetes": load_diabetes}
@@ -20,12 +21,6 @@ MIN_ROWS = 20
 
 class DataError(UserError):
     """The data cannot be used as it is; the message says which column or file and why."""
-
-
-@dataclass(frozen=True)
-class Split:
-    train: pd.DataFrame
-    test: pd.DataFrame
 
 
 def load(source: str, query: str | None = None) -> pd.DataFrame:
@@ -126,10 +121,7 @@ def prepare(settings: Settings) -> Schema:
     reference = parts.train.sample(
         n=min(cfg.reference_rows, len(parts.train)), random_state=settings.random_state
     )
-    cfg.processed_dir.mkdir(parents=True, exist_ok=True)
-    for name, frame in {"train": parts.train, "test": parts.test, "reference": reference}.items():
-        frame.to_parquet(cfg.processed_dir / f"{name}.parquet", index=False)
-    schema.save(settings.schema_path)
+    write_processed(cfg.processed_dir, parts, reference, schema)
     log.info(
         "Data: %d rows, %d numeric and %d categorical features; train %d, test %d -> %s",
         len(df),
@@ -140,13 +132,3 @@ def prepare(settings: Settings) -> Schema:
         cfg.processed_dir,
     )
     return schema
-
-
-def read_split(settings: Settings) -> tuple[Split, Schema]:
-    """The outputs of `prepare`, for the stages after it."""
-    directory = settings.data.processed_dir
-    paths = [directory / "train.parquet", directory / "test.parquet", settings.schema_path]
-    if not all(p.is_file() for p in paths):
-        raise DataError(f"No processed data in {directory}/: run `make data` first.")
-    train, test = (pd.read_parquet(p) for p in paths[:2])
-    return Split(train, test), Schema.load(settings.schema_path)

@@ -19,9 +19,9 @@ import pytest
 import uvicorn
 
 import {{ cookiecutter.package_name }}
-from {{ cookiecutter.package_name }}.api.server import ServeError, run
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.schema import Schema
+from {{ cookiecutter.package_name }}.serving.server import ServeError, run
 from {{ cookiecutter.package_name }}.store import PredictionLog
 
 PACKAGE = {{ cookiecutter.package_name }}.__name__
@@ -51,7 +51,7 @@ def test_run_serves_the_app_factory_with_the_settings(
     run(settings)
 
     [call] = uvicorn_calls
-    assert call["app"] == f"{PACKAGE}.api.app:create_app"
+    assert call["app"] == f"{PACKAGE}.serving.app:create_app"
     assert call["factory"] is True
     assert (call["host"], call["port"], call["workers"]) == ("127.0.0.1", 8000, 1)
     assert call["metrics_dir"] is None  # one worker: plain in-process metrics
@@ -158,7 +158,7 @@ def test_two_workers_lose_no_prediction_on_sigterm(
 SERVE_ONLY = """
 import sys
 from fastapi.testclient import TestClient
-from {package}.api.app import create_app
+from {package}.serving.app import create_app
 from {package}.cli import app
 
 with TestClient(create_app()) as client:

@@ -10,9 +10,10 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from .config import Settings, UserError
-from .data import read_split
-from .schema import Schema
+from ..config import Settings
+from ..errors import UserError
+from ..pipeline.processed import read_split
+from ..schema import Schema
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 25
@@ -35,7 +36,7 @@ def simulate(
     `rows=None` sends every held-out row once. More rows than that repeat them, and repeated rows
     make the drift tests over-confident: they see more rows than there is information in.
     """
-    split, schema = read_split(settings)
+    split, schema = read_split(settings.data.processed_dir)
     held_out = split.test[schema.names]
     rows = len(held_out) if rows is None else rows
     if rows < 1:

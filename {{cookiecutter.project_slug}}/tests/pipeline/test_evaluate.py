@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package_name }}.evaluate import compute_metrics, is_better, plot, primary_metric
-from {{ cookiecutter.package_name }}.features import build_pipeline
+from {{ cookiecutter.package_name }}.pipeline.evaluate import compute_metrics, is_better, plot, primary_metric
+from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.schema import Schema
 
 

@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from .schema import Schema
+from ..schema import Schema
 
 MAX_ONE_HOT_CATEGORIES = 30
 

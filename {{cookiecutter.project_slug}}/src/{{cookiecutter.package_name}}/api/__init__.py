@@ -1,1 +1,0 @@
-"""HTTP serving: the FastAPI app (`app.py`), its request models and metrics, the uvicorn runner."""

@@ -1,0 +1,1 @@
+"""Watching the served model: traffic for it (simulate) and drift of what it sees (monitor)."""

@@ -1,0 +1,157 @@
+"""Train stage: a baseline and a tuned candidate, chosen between by cross-validation.
+
+Only the training rows decide which candidate is best (k-fold CV, the same folds for both). The
+test rows are used once per model, to report its metrics and to compare it with the champion.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import (
+    BaseCrossValidator,
+    KFold,
+    ParameterSampler,
+    StratifiedKFold,
+    cross_val_score,
+    train_test_split,
+)
+from sklearn.pipeline import Pipeline
+
+from ..config import Settings
+from ..schema import Schema
+from .evaluate import evaluate
+from .features import build_pipeline
+from .model_card import write_model_card
+from .processed import Split, read_split
+from .registry import Candidate, Promotion, export_bundle, log_run, promote, start_tracking
+
+log = logging.getLogger(__name__)
+# What cross-validation maximises: the primary metric of each task, signed so higher is better.
+CV_SCORING = {"classification": "f1_macro", "regression": "neg_root_mean_squared_error"}
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """The rows and folds every candidate is scored on, so their CV scores compare fairly."""
+
+    X: pd.DataFrame
+    y: pd.Series
+    folds: BaseCrossValidator
+    scoring: str
+
+    def score(self, pipeline: Pipeline) -> float:
+        scores = cross_val_score(pipeline, self.X, self.y, cv=self.folds, scoring=self.scoring)
+        return float(np.mean(scores))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    best: Candidate
+    candidates: list[Candidate]
+    promotion: Promotion
+
+
+def cross_validation(
+    settings: Settings, schema: Schema, X: pd.DataFrame, y: pd.Series
+) -> CrossValidation:
+    """Folds over the training rows; past `model.search_rows`, over a sample of them (ranking
+    candidates needs far fewer rows than fitting the final model)."""
+    classification = schema.task == "classification"
+    if len(X) > settings.model.search_rows:
+        log.info(
+            "Cross-validating on a sample of %d of %d rows.", settings.model.search_rows, len(X)
+        )
+        X, _, y, _ = train_test_split(
+            X,
+            y,
+            train_size=settings.model.search_rows,
+            stratify=y if classification else None,
+            random_state=settings.random_state,
+        )
+    splitter = StratifiedKFold if classification else KFold
+    folds = splitter(n_splits=settings.model.cv, shuffle=True, random_state=settings.random_state)
+    return CrossValidation(X, y, folds, CV_SCORING[schema.task])
+
+
+def tune(settings: Settings, schema: Schema, cv: CrossValidation) -> tuple[dict[str, Any], float]:
+    """Randomized search over `model.search_space`: the best parameters and their CV score."""
+    family, seed = settings.model.family, settings.random_state
+    space = settings.model.search_space.get(family, {})
+    if not space:
+        log.info("No search space for %s: the tuned candidate uses defaults.", family)
+        return {}, cv.score(build_pipeline(schema, family, seed))
+    sampler = list(ParameterSampler(space, n_iter=settings.model.n_iter, random_state=seed))
+    best_params: dict[str, Any] = {}
+    best_score = -np.inf
+    for i, params in enumerate(sampler, start=1):
+        score = cv.score(build_pipeline(schema, family, seed, params))
+        log.info("Search %d/%d: cv %s=%.4f %s", i, len(sampler), cv.scoring, score, params)
+        if score > best_score:
+            best_params, best_score = params, score
+    return best_params, float(best_score)
+
+
+def fit_candidates(settings: Settings, split: Split, schema: Schema) -> list[Candidate]:
+    """Baseline (the family's defaults) and tuned, each scored by CV, then fit on every
+    training row and evaluated once on the test rows."""
+    X, y = split.train[schema.names], split.train[schema.target]
+    family, seed = settings.model.family, settings.random_state
+    cv = cross_validation(settings, schema, X, y)
+    baseline_score = cv.score(build_pipeline(schema, family, seed))
+    tuned_params, tuned_score = tune(settings, schema, cv)
+    candidates = []
+    for name, params, score in [
+        ("baseline", {}, baseline_score),
+        ("tuned", tuned_params, tuned_score),
+    ]:
+        model = build_pipeline(schema, family, seed, params).fit(X, y)
+        evaluation = evaluate(
+            schema.task, model, split.test[schema.names], split.test[schema.target]
+        )
+        log.info("%s: cv %s=%.4f; test %s", name, cv.scoring, score, _fmt(evaluation.metrics))
+        candidates.append(Candidate(name, model, params, score, cv.scoring, len(cv.y), evaluation))
+    return candidates
+
+
+def select_best(candidates: list[Candidate]) -> Candidate:
+    """The candidate with the best CV score; on a tie the simpler (earlier) one. Test metrics
+    play no part: a choice made on them would make them an optimistic estimate."""
+    return max(candidates, key=lambda c: c.cv_score)
+
+
+def train(settings: Settings) -> TrainResult:
+    """The `train` stage."""
+    split, schema = read_split(settings.data.processed_dir)
+    start_tracking(settings)
+    candidates = fit_candidates(settings, split, schema)
+    best = select_best(candidates)
+    log.info(
+        "Selected %s by cross-validation (%s=%.4f).",
+        best.name,
+        CV_SCORING[schema.task],
+        best.cv_score,
+    )
+    for candidate in candidates:
+        log_run(settings, candidate, split, schema, selected=candidate is best)
+    promotion = promote(settings, best, split, schema)
+    directory = export_bundle(settings, promotion, split, schema)
+    write_model_card(
+        directory / "model_card.md",
+        name=settings.model.registered_name,
+        schema=schema,
+        split=split,
+        promotion=promotion,
+        candidates=candidates,
+        selected=best,
+        cv_folds=settings.model.cv,
+    )
+    return TrainResult(best=best, candidates=candidates, promotion=promotion)
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())

@@ -1,0 +1,183 @@
+"""The prediction service: a FastAPI app factory; the model bundle is loaded once, in the lifespan.
+
+Without a usable bundle the service still starts: /health answers, /ready and /predict answer 503
+with what to do, and the log says it once. That is what orchestrators expect (alive, not ready).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from .. import __version__
+from ..config import Settings, get_settings
+from ..errors import UserError
+from .body import read_instances
+from .metrics import MetricsMiddleware, render
+from .predictor import NotScorableError, Predictor
+from .schemas import HealthResponse, MetadataResponse, PredictResponse, ReadyResponse
+
+log = logging.getLogger(__name__)
+# Small batches are scored on the event loop (~2 ms): a thread hop per request costs more than
+# that once 16 requests fight over the GIL. Bigger ones go to a thread so the loop stays free.
+INLINE_ROWS = 64
+
+
+@dataclass
+class Service:
+    """Held in app.state: the predictor once loaded, else the reason it is not."""
+
+    settings: Settings
+    predictor: Predictor | None = None
+    problem: str = "The service is starting."
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    service: Service = app.state.service
+    try:
+        service.predictor = Predictor.load(service.settings)
+    except UserError as exc:
+        service.problem = str(exc)
+        log.error("Not ready: %s", exc)
+    try:
+        yield
+    finally:
+        if service.predictor is not None:
+            service.predictor.prediction_log.close()
+
+
+async def get_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+async def get_predictor(service: ServiceDep) -> Predictor:
+    if service.predictor is None:
+        raise HTTPException(503, detail=service.problem)
+    return service.predictor
+
+
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+
+
+router = APIRouter()
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "No usable model bundle: the detail says what to do."}
+}
+
+
+@router.get("/health", response_model=HealthResponse)
+async def health() -> HealthResponse:
+    """Liveness: the process answers."""
+    return HealthResponse(status="ok")
+
+
+@router.get("/ready", response_model=ReadyResponse, responses=NOT_READY)
+async def ready(predictor: PredictorDep) -> ReadyResponse:
+    """Readiness: the model is loaded and the prediction log is open."""
+    return ReadyResponse(status="ready", model_version=predictor.bundle.version)
+
+
+@router.get("/metadata", response_model=MetadataResponse, responses=NOT_READY)
+async def metadata(predictor: PredictorDep) -> MetadataResponse:
+    """The served model: name, version, holdout metrics and feature schema."""
+    meta = predictor.bundle.metadata
+    return MetadataResponse(
+        name=str(meta.get("name", "")),
+        version=predictor.bundle.version,
+        run_id=meta.get("run_id"),
+        task=predictor.bundle.schema.task,
+        model_family=meta.get("model_family"),
+        created_at=meta.get("created_at"),
+        metrics=meta.get("metrics", {}),
+        feature_schema=predictor.bundle.schema.to_dict(),
+    )
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses={
+        413: {"description": "Too many instances (serving.max_batch_size) or too many bytes."},
+        422: {"description": "A missing, unknown, null or mistyped feature: `loc` names it."},
+        **NOT_READY,
+    },
+)
+async def predict(request: Request, predictor: PredictorDep) -> Response:
+    """Score `instances` (see the example); every row is added to the prediction log."""
+    instances = await read_instances(request, predictor)
+    try:
+        if len(instances) <= INLINE_ROWS:
+            answer = predictor.predict(instances)
+        else:
+            answer = await run_in_threadpool(predictor.predict, instances)
+    except NotScorableError as exc:
+        raise HTTPException(
+            422, detail=f"The model cannot score these values ({exc}): check for extreme numbers."
+        ) from None
+    # Serialized here, not by FastAPI: this hot path needs no second validation of plain
+    # values (response_model still documents the answer).
+    return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    """Prometheus metrics."""
+    content, media_type = render()
+    return Response(content, media_type=media_type)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app; `serve` runs it with uvicorn (`create_app` as the factory)."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title=settings.model.registered_name,
+        version=__version__,
+        summary="Predictions of the exported model; /docs shows its features.",
+        lifespan=lifespan,
+    )
+    app.state.service = Service(settings)
+    app.add_middleware(MetricsMiddleware)
+    app.include_router(router)
+    app.openapi = _openapi_with_features(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi_with_features(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The request model exists once the bundle is loaded, so /predict's body is added to the
+    OpenAPI document (built on first request, after the lifespan) from the loaded schema."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = generate()
+            predictor = app.state.service.predictor
+            if predictor is not None:
+                model = predictor.request_model
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+                schemas.update(body.pop("$defs", {}))
+                schemas[model.__name__] = body
+                spec["paths"]["/predict"]["post"]["requestBody"] = {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": f"#/components/schemas/{model.__name__}"}
+                        }
+                    },
+                }
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    return openapi

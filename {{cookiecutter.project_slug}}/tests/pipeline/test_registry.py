@@ -1,0 +1,34 @@
+import mlflow
+from mlflow.tracking import MlflowClient
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.pipeline import Pipeline
+
+from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.pipeline.data import prepare
+from {{ cookiecutter.package_name }}.pipeline.evaluate import evaluate
+from {{ cookiecutter.package_name }}.pipeline.features import build_preprocessor
+from {{ cookiecutter.package_name }}.pipeline.processed import read_split
+from {{ cookiecutter.package_name }}.pipeline.registry import Candidate, log_run, promote
+from {{ cookiecutter.package_name }}.pipeline.train import train
+
+
+def test_a_worse_model_does_not_take_the_champion_alias(settings: Settings) -> None:
+    prepare(settings)
+    train(settings)
+    split, schema = read_split(settings.data.processed_dir)
+    dummy = DummyClassifier() if schema.task == "classification" else DummyRegressor()
+    model = Pipeline([("preprocess", build_preprocessor(schema, "linear")), ("model", dummy)])
+    model.fit(split.train[schema.names], split.train[schema.target])
+    evaluation = evaluate(schema.task, model, split.test[schema.names], split.test[schema.target])
+    worse = Candidate("dummy", model, {}, 0.0, "f1_macro", len(split.train), evaluation)
+    log_run(settings, worse, split, schema, selected=True)
+
+    promotion = promote(settings, worse, split, schema)
+
+    champion = MlflowClient().get_model_version_by_alias(settings.model.registered_name, "champion")
+    assert not promotion.promoted
+    assert str(champion.version) == promotion.champion_version != promotion.version
+    run = mlflow.get_run(worse.run_id)
+    assert run.info.run_name == "dummy"
+    assert run.data.tags["selected_by"] == "cross-validation"
+    assert {"cv_f1_macro", f"test_{next(iter(evaluation.metrics))}"} <= set(run.data.metrics)

@@ -1,0 +1,132 @@
+import logging
+from typing import Any
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.pipeline import Pipeline
+
+from {{ cookiecutter.package_name }}.bundle import load_bundle
+from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.pipeline import registry
+from {{ cookiecutter.package_name }}.pipeline import train as train_module
+from {{ cookiecutter.package_name }}.pipeline.data import prepare
+from {{ cookiecutter.package_name }}.pipeline.evaluate import PRIMARY_METRIC, Evaluation, primary_metric
+from {{ cookiecutter.package_name }}.pipeline.processed import read_split
+from {{ cookiecutter.package_name }}.pipeline.registry import Candidate
+from {{ cookiecutter.package_name }}.pipeline.train import (
+    cross_validation,
+    select_best,
+    train,
+)
+
+
+@pytest.fixture
+def trained(settings: Settings) -> Settings:
+    prepare(settings)
+    train(settings)
+    return settings
+
+
+def runs_by_name(settings: Settings) -> dict[str, Any]:
+    client = MlflowClient(settings.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name(settings.mlflow.experiment)
+    assert experiment is not None
+    return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+
+
+def test_train_tracks_registers_and_exports(trained: Settings) -> None:
+    runs = runs_by_name(trained)
+    assert set(runs) == {"baseline", "tuned"}
+    cv_metric = next(m for m in runs["baseline"].data.metrics if m.startswith("cv_"))
+    cv = {name: run.data.metrics[cv_metric] for name, run in runs.items()}
+    selected = [name for name, run in runs.items() if run.data.tags["selected"] == "true"]
+    assert len(selected) == 1
+    assert cv[selected[0]] == max(cv.values())  # a tie goes to the baseline, the simpler one
+    champion = MlflowClient().get_model_version_by_alias(trained.model.registered_name, "champion")
+    assert champion.run_id == runs[selected[0]].info.run_id
+
+    bundle = load_bundle(trained.bundle_dir)
+    assert bundle.version == str(champion.version)
+    card = (trained.bundle_dir / "model_card.md").read_text()
+    assert f"v{champion.version}" in card and "| metric | champion | baseline | tuned |" in card
+    assert f"`{selected[0]}` was selected" in card and "cross-validation" in card
+
+
+def fake_candidate(name: str, cv_score: float, test_score: float, task: str) -> Candidate:
+    evaluation = Evaluation({primary_metric(task): test_score}, {}, rows=10)
+    return Candidate(name, None, {}, cv_score, "f1_macro", 100, evaluation)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("winner", ["baseline", "tuned"])
+def test_selection_follows_cross_validation_not_the_test_rows(winner: str) -> None:
+    loser = "tuned" if winner == "baseline" else "baseline"
+    # The loser looks far better on the test rows: choosing on them would pick it.
+    candidates = {
+        winner: fake_candidate(winner, cv_score=0.9, test_score=0.5, task="classification"),
+        loser: fake_candidate(loser, cv_score=0.6, test_score=0.99, task="classification"),
+    }
+    ordered = [candidates["baseline"], candidates["tuned"]]
+    assert select_best(ordered).name == winner
+
+
+def test_train_selects_by_cross_validation_even_when_the_test_rows_disagree(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tuned wins the CV, baseline wins on the test rows: tuned must be the one selected."""
+    prepare(settings)
+    space = settings.model.search_space[settings.model.family]
+    params = {name: values[0] for name, values in space.items()}
+    monkeypatch.setattr(train_module.CrossValidation, "score", lambda self, pipeline: 0.5)
+    monkeypatch.setattr(train_module, "tune", lambda settings, schema, cv: (params, 0.9))
+    metric, higher_is_better = PRIMARY_METRIC[settings.task]
+    # fit_candidates evaluates the baseline first, then the tuned model.
+    test_scores = iter([1.0, 0.0] if higher_is_better else [0.0, 1e6])
+    real_evaluate = train_module.evaluate
+
+    def rigged(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> Evaluation:
+        evaluation = real_evaluate(task, model, X, y)
+        metrics = {**evaluation.metrics, metric: next(test_scores)}
+        return Evaluation(metrics, evaluation.figures, evaluation.rows)
+
+    monkeypatch.setattr(train_module, "evaluate", rigged)
+
+    result = train(settings)
+
+    assert result.best.name == "tuned"
+    assert result.best.params == params
+    assert runs_by_name(settings)["tuned"].data.tags["selected"] == "true"
+
+
+def test_retraining_on_the_same_data_keeps_the_champion_and_evaluates_it_once(
+    trained: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = load_bundle(trained.bundle_dir).version
+    calls: list[str] = []
+    real_evaluate = registry.evaluate
+
+    def counting(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> Evaluation:
+        calls.append("champion")
+        return real_evaluate(task, model, X, y)
+
+    monkeypatch.setattr(registry, "evaluate", counting)
+    result = train(trained)
+
+    assert not result.promotion.promoted
+    assert calls == ["champion"]  # the two candidates were evaluated by train, once each
+    assert load_bundle(trained.bundle_dir).version == before
+    assert "did not beat champion" in (trained.bundle_dir / "model_card.md").read_text()
+
+
+def test_cross_validation_runs_on_a_sample_of_big_data(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    prepare(settings)
+    split, schema = read_split(settings.data.processed_dir)
+    small = settings.model_copy(
+        update={"model": settings.model.model_copy(update={"search_rows": 100})}
+    )
+    cv = cross_validation(small, schema, split.train[schema.names], split.train[schema.target])
+    assert len(cv.X) == len(cv.y) == 100
+    assert f"Cross-validating on a sample of 100 of {len(split.train)} rows" in caplog.text
