@@ -41,6 +41,42 @@ def make_frame(rows: int = 240, seed: int = 0, task: str = TASK) -> pd.DataFrame
     return df
 
 
+def make_churn_csv(path: Path, rows: int = 300, seed: int = 0) -> Path:
+    """A churn export as learners bring it: an ID, a date, amounts with blanks, free text,
+    string categories and a Yes/No target."""
+    rng = np.random.default_rng(seed)
+    tenure = rng.integers(1, 72, rows)
+    monthly = rng.uniform(20, 110, rows).round(2)
+    plan = rng.choice(["Month-to-month", "One year", "Two year"], rows)
+    churn = (plan == "Month-to-month") & (rng.uniform(size=rows) < 0.6) | (tenure < 6)
+    total = (tenure * monthly).round(2).astype(str)
+    total[::37] = " "  # blank amounts, as in a spreadsheet export
+    words = np.array(["slow", "support", "price", "happy", "moving", "wifi", "bill", "late"])
+    ids = range(rows)
+    df = pd.DataFrame(
+        {
+            "customerID": [f"{i:04d}-{chr(65 + i % 26)}{chr(65 + i // 26 % 26)}" for i in ids],
+            "signup_date": pd.date_range("2020-01-01", periods=rows, freq="3D").strftime("%F"),
+            "plan": plan,
+            "tenure": tenure,
+            "MonthlyCharges": monthly,
+            "TotalCharges": total,
+            "notes": [" ".join(rng.choice(words, 4)) + f" #{i}" for i in range(rows)],
+            "Churn": np.where(churn, "Yes", "No"),
+        }
+    )
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def churn_settings(settings: Settings, tmp_path: Path) -> Settings:
+    """The settings fixture pointed at the churn CSV, a classification task."""
+    csv = make_churn_csv(tmp_path / "churn.csv")
+    data = settings.data.model_copy(update={"source": str(csv), "target": "Churn"})
+    return settings.model_copy(update={"task": "classification", "data": data})
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread_per_test_process() -> Iterator[None]:
     """Tiny data gains nothing from OpenMP threads, which crawl when the CPUs are busy."""

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -39,7 +41,19 @@ def test_invalid_config_is_reported_not_raised(
     get_settings.cache_clear()
     result = runner.invoke(app, ["evaluate"])
     assert result.exit_code == 1
-    assert "config.yaml is not valid" in caplog.text
+    assert "config.yaml: `task` = 'clustering'" in caplog.text
+
+
+def test_a_yaml_syntax_error_is_one_line_without_traceback(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    (Path.cwd() / "config.yaml").write_text("data:\n  source: a\n target: b\n")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["data"])
+    assert result.exit_code == 1
+    [error] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert error.getMessage().startswith("config.yaml, line 3, column 2: ")
+    assert "Traceback" not in result.output
 
 
 def test_evaluate_without_a_model_says_to_train(

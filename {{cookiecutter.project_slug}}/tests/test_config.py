@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from {{ cookiecutter.package_name }}.config import Settings, get_settings
+from {{ cookiecutter.package_name }}.config import ConfigError, Settings, get_settings
 
 
 def test_reads_config_yaml_of_the_working_directory(settings: Settings) -> None:
@@ -31,6 +31,43 @@ def test_unknown_keys_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValidationError, match="taks"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "data:\n  tset_size: 0.5\n",
+            "`data.tset_size` is not a setting: did you mean `test_",
+        ),
+        ("taks: regression\n", "`taks` is not a setting: did you mean `task`?"),
+        ("task: clustering\n", "`task` = 'clustering': input should be 'classification' or"),
+        ("data:\n  test_size: 2\n", "`data.test_size` = '2': input should be less than 1"),
+        ("data:\n  source: a\n target: b\n", "config.yaml, line 3, column 2: "),
+        ("- task\n", "config.yaml must hold `key: value` settings, not a list."),
+    ],
+)
+def test_config_mistakes_are_one_line_that_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, message: str
+) -> None:
+    (tmp_path / "config.yaml").write_text(content)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError) as raised:
+        get_settings()
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_missing_config_yaml_is_an_error_not_the_demo_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    with pytest.raises(
+        ConfigError, match=r"No config.yaml in .*: run the command from the project"
+    ):
+        get_settings()
 
 
 def test_nothing_is_created_by_loading_settings(settings: Settings) -> None:

@@ -9,7 +9,6 @@ from functools import wraps
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from .config import get_settings
 from .errors import UserError
@@ -27,8 +26,6 @@ def stage(func: Callable[..., None]) -> Callable[..., None]:
         setup_logging()
         try:
             return func(*args, **kwargs)
-        except ValidationError as exc:
-            log.error("config.yaml is not valid:\n%s", exc)
         except UserError as exc:
             log.error("%s", exc)
         sys.exit(1)

@@ -1,13 +1,19 @@
-"""Typed settings: config.yaml, overridden by ML_* environment variables."""
+"""Typed settings: config.yaml, overridden by ML_* environment variables.
+
+A mistake in the file (a typo'd key, a bad value, broken YAML, no file at all) stops every stage
+with one line that says where it is and what would be valid.
+"""
 
 from __future__ import annotations
 
+import difflib
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -15,20 +21,35 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from .errors import UserError
+
 Task = Literal["classification", "regression"]
 ModelFamily = Literal["hist_gradient_boosting", "random_forest", "linear"]
 
 
-class DataSettings(BaseModel):
+class ConfigError(UserError):
+    """config.yaml is missing, is not valid YAML, or holds a key or value that is not valid."""
+
+
+class Section(BaseModel):
+    """A block of config.yaml: a key it does not know is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSettings(Section):
     source: str = "builtin:breast_cancer"
     target: str = "target"
     query: str | None = None
+    csv_sep: str | None = None  # None: detected from the file
+    id_columns: list[str] = Field(default_factory=list)  # never features; logged when sent
+    drop_columns: list[str] = Field(default_factory=list)  # never features
     test_size: float = Field(0.2, gt=0, lt=1)
     processed_dir: Path = Path("data/processed")
     reference_rows: int = Field(5000, gt=0)
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(Section):
     family: ModelFamily = "hist_gradient_boosting"
     registered_name: str = "model"
     models_dir: Path = Path("models")
@@ -38,12 +59,12 @@ class ModelSettings(BaseModel):
     search_space: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
 
 
-class MlflowSettings(BaseModel):
+class MlflowSettings(Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "default"
 
 
-class ServingSettings(BaseModel):
+class ServingSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)
@@ -51,7 +72,7 @@ class ServingSettings(BaseModel):
     prediction_log_url: str = "sqlite:///predictions.db"
 
 
-class MonitoringSettings(BaseModel):
+class MonitoringSettings(Section):
     window: int = Field(500, ge=1)
     min_rows: int = Field(50, ge=1)
     drift_share: float = Field(0.5, gt=0, le=1)
@@ -90,11 +111,60 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        yaml_file = Path(os.environ.get("CONFIG_FILE", "config.yaml"))
-        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file)
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls, config_file())
+
+
+def config_file() -> Path:
+    return Path(os.environ.get("CONFIG_FILE", "config.yaml"))
 
 
 @lru_cache
 def get_settings() -> Settings:
     """The settings of this process, read once. Tests call `get_settings.cache_clear()`."""
-    return Settings()
+    path = config_file()
+    if not path.is_file():
+        raise ConfigError(
+            f"No {path} in {Path.cwd()}: run the command from the project folder, or point "
+            "CONFIG_FILE at the file."
+        )
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: {problem} (check the indentation)") from None
+    if content is not None and not isinstance(content, dict):
+        raise ConfigError(
+            f"{path} must hold `key: value` settings, not a {type(content).__name__}."
+        )
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: " + "; ".join(describe(exc))) from None
+
+
+def describe(exc: ValidationError) -> list[str]:
+    """Each problem in a few words, by its dotted key; a typo'd key gets a suggestion."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            known = _known_keys(error["loc"][:-1])
+            match = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+            hint = f"did you mean `{match[0]}`?" if match else f"known keys: {', '.join(known)}."
+            problems.append(f"`{key}` is not a setting: {hint}")
+        else:
+            value = str(error.get("input"))[:60]
+            problems.append(f"`{key}` = {value!r}: {error['msg'][0].lower()}{error['msg'][1:]}")
+    return problems
+
+
+def _known_keys(parents: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in parents:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

@@ -6,8 +6,6 @@ import logging
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -87,6 +85,9 @@ def exercise(settings: Settings, port: int, timings: dict[str, float]) -> None:
 
 def exercise(settings: Settings, port: int, timings: dict[str, float]) -> None:
     """Send models/sample_request.json to /predict and log the answer."""
+    import urllib.error
+    import urllib.request
+
     sample = settings.bundle_dir / "sample_request.json"
     request = urllib.request.Request(
         f"http://{HOST}:{port}/predict",

@@ -28,11 +28,22 @@ class Feature:
 
 
 @dataclass(frozen=True)
+class OtherColumn:
+    """A column of the data that is not a feature (an ID, a date, free text, a dropped one):
+    the API accepts it, the prediction log keeps it, the model never sees it."""
+
+    name: str
+    role: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Schema:
     target: str
     task: str
     features: tuple[Feature, ...]
     classes: tuple[str | int, ...] = field(default=())
+    others: tuple[OtherColumn, ...] = field(default=())
 
     @property
     def names(self) -> list[str]:
@@ -47,13 +58,17 @@ class Schema:
         return [f.name for f in self.features if f.kind == "categorical"]
 
     @classmethod
-    def infer(cls, df: pd.DataFrame, target: str, task: str) -> Schema:
-        """Describe every column of `df` except `target`; classes come from the target."""
-        features = tuple(_infer_feature(df[c]) for c in df.columns if c != target)
+    def infer(
+        cls, df: pd.DataFrame, target: str, task: str, others: tuple[OtherColumn, ...] = ()
+    ) -> Schema:
+        """Describe every column of `df` except `target` and `others` as a feature; classes
+        come from the target."""
+        skip = {target, *(other.name for other in others)}
+        features = tuple(_infer_feature(df[c]) for c in df.columns if c not in skip)
         classes: tuple[str | int, ...] = ()
         if task == "classification":
             classes = tuple(_plain(v) for v in sorted(df[target].dropna().unique()))
-        return cls(target=target, task=task, features=features, classes=classes)
+        return cls(target, task, features, classes, others)
 
     def frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
         """Rows as the model expects them: schema column order, missing values as NaN.
@@ -86,6 +101,7 @@ class Schema:
             task=data["task"],
             features=features,
             classes=tuple(data.get("classes", ())),
+            others=tuple(OtherColumn(**other) for other in data.get("others", ())),
         )
 
     def save(self, path: Path) -> None:

@@ -144,3 +144,35 @@ def test_messy_csv_with_string_multiclass_target(tmp_path: Path, settings: Setti
 def test_read_split_before_prepare_says_what_to_run(settings: Settings) -> None:
     with pytest.raises(NoProcessedDataError, match="make data"):
         read_split(settings.data.processed_dir)
+
+
+def test_a_semicolon_csv_is_read_by_its_separator(tmp_path: Path) -> None:
+    path = tmp_path / "european.csv"
+    path.write_text("size;colour;price\n1,5;red;10\n2,5;blue;12\n")
+    assert list(load(str(path)).columns) == ["size", "colour", "price"]
+
+
+def test_a_broken_csv_names_the_line_and_the_separator(tmp_path: Path) -> None:
+    path = tmp_path / "broken.csv"
+    path.write_text("a,b\n1,2\n3,4\n5,6,7\n8,9\n")
+    with pytest.raises(DataError, match=r"broken.csv, line 4 .*set data.csv_sep") as raised:
+        load(str(path), csv_sep=",")
+    assert "\n" not in str(raised.value)
+
+
+def test_a_continuous_target_suggests_regression(clf_frame: pd.DataFrame) -> None:
+    clf_frame["target"] = np.linspace(0, 1, len(clf_frame))
+    with pytest.raises(DataError, match=r"looks continuous .*did you mean `task: regression`") as e:
+        clean(clf_frame, "target", "classification")
+    assert len(str(e.value)) < 200
+
+
+def test_many_integer_classes_suggest_regression(clf_frame: pd.DataFrame) -> None:
+    clf_frame["target"] = np.arange(len(clf_frame)) % 60
+    with pytest.raises(DataError, match="60 distinct whole numbers: if it is a quantity"):
+        clean(clf_frame, "target", "classification")
+
+
+def test_a_text_target_for_regression_suggests_classification(clf_frame: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="did you mean `task: classification`"):
+        clean(clf_frame, "target", "regression")

@@ -28,7 +28,10 @@ def test_a_worse_model_does_not_take_the_champion_alias(settings: Settings) -> N
     champion = MlflowClient().get_model_version_by_alias(settings.model.registered_name, "champion")
     assert not promotion.promoted
     assert str(champion.version) == promotion.champion_version != promotion.version
+    assert "does not beat the champion" in promotion.reason
     run = mlflow.get_run(worse.run_id)
     assert run.info.run_name == "dummy"
     assert run.data.tags["selected_by"] == "cross-validation"
     assert {"cv_f1_macro", f"test_{next(iter(evaluation.metrics))}"} <= set(run.data.metrics)
+    assert run.data.params["data_source"] == settings.data.source
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"training rows", "test rows"}

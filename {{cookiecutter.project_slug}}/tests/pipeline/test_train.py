@@ -1,4 +1,5 @@
 import logging
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -49,8 +50,8 @@ def test_train_tracks_registers_and_exports(trained: Settings) -> None:
     bundle = load_bundle(trained.bundle_dir)
     assert bundle.version == str(champion.version)
     card = (trained.bundle_dir / "model_card.md").read_text()
-    assert f"v{champion.version}" in card and "| metric | champion | baseline | tuned |" in card
-    assert f"`{selected[0]}` was selected" in card and "cross-validation" in card
+    assert f"v{champion.version}" in card and "| metric | baseline | tuned | trivial |" in card
+    assert f"`{selected[0]}` is the model served" in card and "cross-validation" in card
 
 
 def fake_candidate(name: str, cv_score: float, test_score: float, task: str) -> Candidate:
@@ -98,24 +99,61 @@ def test_train_selects_by_cross_validation_even_when_the_test_rows_disagree(
     assert runs_by_name(settings)["tuned"].data.tags["selected"] == "true"
 
 
-def test_retraining_on_the_same_data_keeps_the_champion_and_evaluates_it_once(
+def test_a_losing_retrain_leaves_models_byte_identical(
     trained: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = load_bundle(trained.bundle_dir).version
-    calls: list[str] = []
-    real_evaluate = registry.evaluate
+    before = {p.name: p.read_bytes() for p in trained.bundle_dir.iterdir()}
+    calls: list[int] = []
+    real = registry.compute_metrics
 
-    def counting(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> Evaluation:
-        calls.append("champion")
-        return real_evaluate(task, model, X, y)
+    def counting(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
+        calls.append(len(X))
+        return real(task, model, X, y)
 
-    monkeypatch.setattr(registry, "evaluate", counting)
+    monkeypatch.setattr(registry, "compute_metrics", counting)
     result = train(trained)
 
     assert not result.promotion.promoted
-    assert calls == ["champion"]  # the two candidates were evaluated by train, once each
-    assert load_bundle(trained.bundle_dir).version == before
-    assert "did not beat champion" in (trained.bundle_dir / "model_card.md").read_text()
+    assert "does not beat the champion" in result.promotion.reason
+    split, _ = read_split(trained.data.processed_dir)
+    assert calls == [len(split.test)]  # the champion, scored once; the candidates were already
+    assert {p.name: p.read_bytes() for p in trained.bundle_dir.iterdir()} == before
+
+
+def test_models_is_restored_from_the_champions_run_not_from_todays_data(
+    trained: Settings,
+) -> None:
+    champion = load_bundle(trained.bundle_dir)
+    for path in trained.bundle_dir.iterdir():
+        path.unlink()
+
+    result = train(trained)
+
+    assert not result.promotion.promoted
+    restored = load_bundle(trained.bundle_dir)
+    assert restored.version == champion.version
+    assert restored.metadata["created_at"] == champion.metadata["created_at"]
+    assert (trained.bundle_dir / "model_card.md").is_file()
+
+
+def test_a_model_trained_on_changed_data_does_not_replace_the_champion_on_few_fair_rows(
+    trained: Settings, tmp_path: Path
+) -> None:
+    """New data of 30 rows: the champion may have been trained on some of its test rows, and
+    the rest are too few for a fair comparison, so the champion stays and models/ too."""
+    before = (trained.bundle_dir / "metadata.json").read_bytes()
+    small = tmp_path / "small.csv"
+    pd.read_csv(trained.data.source).head(30).to_csv(small, index=False)
+    changed = trained.model_copy(
+        update={"data": trained.data.model_copy(update={"source": str(small)})}
+    )
+    prepare(changed)
+
+    result = train(changed)
+
+    assert not result.promotion.promoted
+    assert "too few" in result.promotion.reason
+    assert (trained.bundle_dir / "metadata.json").read_bytes() == before
 
 
 def test_cross_validation_runs_on_a_sample_of_big_data(
@@ -130,3 +168,21 @@ def test_cross_validation_runs_on_a_sample_of_big_data(
     cv = cross_validation(small, schema, split.train[schema.names], split.train[schema.target])
     assert len(cv.X) == len(cv.y) == 100
     assert f"Cross-validating on a sample of 100 of {len(split.train)} rows" in caplog.text
+
+
+def test_a_new_champion_fills_the_readme_results_between_the_markers(settings: Settings) -> None:
+    readme = Path("README.md")  # the settings fixture runs in a fresh folder
+    readme.write_text(
+        "# My project\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\nMine.\n"
+    )
+    prepare(settings)
+
+    train(settings)
+
+    text = readme.read_text()
+    assert text.startswith("# My project\n") and text.endswith("\n\nMine.\n")
+    section = text.split("<!-- results:start -->")[1].split("<!-- results:end -->")[0]
+    assert "old" not in section
+    assert "trivial model" in section and "Main features" in section
+    assert "demo dataset" not in section  # the settings point at a CSV
+    assert "model_card.md" in section

@@ -3,65 +3,26 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from collections.abc import Collection
 
 import pandas as pd
-from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.model_selection import train_test_split
 
 from ..config import Settings
-from ..errors import UserError
-from ..schema import Schema
+from ..schema import OtherColumn, Schema
+from . import columns
 from .processed import Split, write_processed
+from .sources import DataError, load
 
 log = logging.getLogger(__name__)
-BUILTIN = {"breast_cancer": load_breast_cancer, "diabetes": load_diabetes}
 MIN_ROWS = 20
+MAX_INTEGER_CLASSES = 30  # more integer "classes" than this look like a quantity
+CONTINUOUS_MIN_DISTINCT = 20  # a numeric target with fractions and this many values is continuous
 
 
-class DataError(UserError):
-    """The data cannot be used as it is; the message says which column or file and why."""
-
-
-def load(source: str, query: str | None = None) -> pd.DataFrame:
-    """Read `source`: builtin:<name>, a .csv/.parquet path, or a SQLAlchemy URL with `query`."""
-    if source.startswith("builtin:"):
-        name = source.removeprefix("builtin:")
-        if name not in BUILTIN:
-            raise DataError(f"Unknown builtin dataset {name!r}: use one of {sorted(BUILTIN)}.")
-        frame: pd.DataFrame = BUILTIN[name](as_frame=True).frame
-        return frame
-    if "://" in source:
-        return _read_sql(source, query)
-    path = Path(source)
-    if not path.is_file():
-        raise DataError(f"Data file {path} does not exist: check data.source in config.yaml.")
-    try:
-        if path.suffix == ".csv":
-            return pd.read_csv(path)
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"Data file {path} is empty.") from exc
-    raise DataError(f"Cannot read {path}: data.source must end in .csv or .parquet.")
-
-
-def _read_sql(url: str, query: str | None) -> pd.DataFrame:
-    import sqlalchemy as sa
-
-    if not query:
-        raise DataError(f"data.source is a database ({url}): set data.query to a SELECT.")
-    try:
-        with sa.create_engine(url).connect() as connection:
-            return pd.read_sql(sa.text(query), connection)
-    except sa.exc.SQLAlchemyError as exc:
-        raise DataError(
-            f"Cannot read data.query from {url}: {exc.__class__.__name__}: {exc}"
-        ) from exc
-
-
-def clean(df: pd.DataFrame, target: str, task: str) -> pd.DataFrame:
-    """Validate `df` for training and drop rows without a target; DataError names the problem."""
+def clean(df: pd.DataFrame, target: str, task: str, ignore: Collection[str] = ()) -> pd.DataFrame:
+    """Validate `df` for training and drop rows without a target; DataError names the problem.
+    Columns in `ignore` (data.drop_columns) are kept but not checked."""
     df = df.rename(columns=str)
     if df.empty:
         raise DataError("The data has no rows.")
@@ -74,18 +35,31 @@ def clean(df: pd.DataFrame, target: str, task: str) -> pd.DataFrame:
     if missing_target:
         log.warning("Dropped %d rows with a missing target %r.", missing_target, target)
         df = df.dropna(subset=[target]).reset_index(drop=True)
-    empty = [c for c in df.columns if c != target and df[c].isna().all()]
+    empty = [c for c in df.columns if c not in {target, *ignore} and df[c].isna().all()]
     if empty:
-        raise DataError(f"Column(s) {', '.join(empty)} have no values at all: drop them.")
+        raise DataError(
+            f"Column(s) {', '.join(empty)} have no values at all: list them in "
+            "data.drop_columns in config.yaml."
+        )
     if len(df) < MIN_ROWS:
         raise DataError(f"Only {len(df)} rows with a target: at least {MIN_ROWS} are needed.")
     for column in df.columns.drop(target):
-        if pd.api.types.is_bool_dtype(df[column]) or not pd.api.types.is_numeric_dtype(df[column]):
+        numbers = columns.numbers_with_blanks(df[column])
+        if numbers is not None:  # " " in an exported amount column is a missing number
+            blanks = int(numbers.isna().sum() - df[column].isna().sum())
+            log.info("Column %r: numbers, %d blank value(s) read as missing.", column, blanks)
+            df[column] = numbers
+        elif pd.api.types.is_bool_dtype(df[column]) or not pd.api.types.is_numeric_dtype(
+            df[column]
+        ):
             # Categories are strings everywhere (data, API, monitoring): True -> "True", 3 -> "3".
             df[column] = df[column].where(df[column].isna(), df[column].astype(str))
     if task == "regression":
         if not pd.api.types.is_numeric_dtype(df[target]):
-            raise DataError(f"Target {target!r} is not numeric: set task: classification?")
+            raise DataError(
+                f"Target {target!r} is not numeric (e.g. {df[target].iloc[0]!r}): did you mean "
+                "`task: classification`?"
+            )
     else:
         _check_classes(df[target], target)
     return df
@@ -97,11 +71,24 @@ def _check_classes(y: pd.Series, target: str) -> None:
         raise DataError(
             f"Target {target!r} has a single class ({counts.index[0]!r}): nothing to learn."
         )
+    if pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y):
+        fractional = bool((y != y.round()).any())
+        if fractional and len(counts) >= CONTINUOUS_MIN_DISTINCT:
+            raise DataError(
+                f"Target {target!r} looks continuous ({len(counts)} distinct values such as "
+                f"{y.iloc[0]!r}): did you mean `task: regression`?"
+            )
+        if len(counts) > MAX_INTEGER_CLASSES:
+            raise DataError(
+                f"Target {target!r} has {len(counts)} distinct whole numbers: if it is a quantity, "
+                "set `task: regression`; a classifier would need a class for each."
+            )
     rare = counts[counts < 2]
     if not rare.empty:
+        shown = ", ".join(map(str, rare.index[:5])) + (" ..." if len(rare) > 5 else "")
         raise DataError(
-            f"Target {target!r} has classes with a single row ({', '.join(map(str, rare.index))}): "
-            "a stratified split needs at least 2 rows per class."
+            f"Target {target!r} has {len(rare)} class(es) with a single row ({shown}): a "
+            "stratified split needs at least 2 rows per class."
         )
 
 
@@ -113,10 +100,12 @@ def split(df: pd.DataFrame, target: str, task: str, test_size: float, seed: int)
 
 
 def prepare(settings: Settings) -> Schema:
-    """The `data` stage: write train/test/reference parquet and schema.json."""
+    """The `data` stage: decide the columns' roles, write train/test/reference parquet and
+    schema.json."""
     cfg = settings.data
-    df = clean(load(cfg.source, cfg.query), cfg.target, settings.task)
-    schema = Schema.infer(df, cfg.target, settings.task)
+    raw = load(cfg.source, cfg.query, cfg.csv_sep)
+    df = clean(raw, cfg.target, settings.task, ignore=cfg.drop_columns)
+    schema = infer_schema(df, settings)
     parts = split(df, cfg.target, settings.task, cfg.test_size, settings.random_state)
     reference = parts.train.sample(
         n=min(cfg.reference_rows, len(parts.train)), random_state=settings.random_state
@@ -132,3 +121,28 @@ def prepare(settings: Settings) -> Schema:
         cfg.processed_dir,
     )
     return schema
+
+
+def infer_schema(df: pd.DataFrame, settings: Settings) -> Schema:
+    """The features and the other columns, with the decision for each in the log."""
+    cfg = settings.data
+    try:
+        decisions = columns.decide(df, cfg.target, cfg.id_columns, cfg.drop_columns)
+    except ValueError as exc:
+        raise DataError(f"data.id_columns / data.drop_columns name columns {exc}.") from None
+    log.info(
+        "Columns of %s (override in config.yaml: data.id_columns, data.drop_columns):\n%s",
+        cfg.source,
+        columns.table(decisions),
+    )
+    for decision in decisions:
+        if decision.role == "text":
+            log.warning("Column %r is %s: not used as a feature.", decision.name, decision.reason)
+    others = tuple(
+        OtherColumn(d.name, d.role, d.reason)
+        for d in decisions
+        if not d.is_feature and d.role != "target"
+    )
+    if len(others) + 1 == len(decisions):
+        raise DataError("No column is left as a feature: check data.drop_columns and the log.")
+    return Schema.infer(df, cfg.target, settings.task, others)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 from sklearn import metrics as skm
+from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.pipeline import Pipeline
 
 from ..bundle import load_bundle
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # The metric that decides between candidates and champions, and whether higher is better.
 PRIMARY_METRIC = {"classification": ("f1_macro", True), "regression": ("rmse", False)}
+AUC_MARGIN = 0.1  # a model "clearly better" than ignoring the features: AUC 0.6 or more
+RMSE_MARGIN = 0.05
 
 
 def primary_metric(task: str) -> str:
@@ -46,6 +49,25 @@ class Evaluation:
 
 def evaluate(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> Evaluation:
     return Evaluation(compute_metrics(task, model, X, y), plot(task, model, X, y), len(y))
+
+
+def trivial_metrics(
+    task: str, train: pd.DataFrame, test: pd.DataFrame, target: str
+) -> dict[str, float]:
+    """What a model that ignores every feature scores: the most frequent class, or the mean.
+    A model has to clearly beat this to have learned anything."""
+    trivial = DummyClassifier(strategy="prior") if task == "classification" else DummyRegressor()
+    model = Pipeline([("model", trivial)]).fit(train.drop(columns=target), train[target])
+    return compute_metrics(task, model, test.drop(columns=target), test[target])
+
+
+def clearly_better(task: str, metrics: dict[str, float], trivial: dict[str, float]) -> bool:
+    """Classification: ROC AUC at least 0.1 above the trivial model's 0.5 (F1 is no guide here:
+    guessing at random beats always-the-majority on F1-macro). Regression: RMSE 5% lower."""
+    if task == "classification":
+        auc = "roc_auc" if "roc_auc" in metrics else "roc_auc_ovr"
+        return metrics[auc] >= trivial[auc] + AUC_MARGIN
+    return metrics["rmse"] <= trivial["rmse"] * (1 - RMSE_MARGIN)
 
 
 def compute_metrics(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..schema import Schema
+from .evaluate import clearly_better
 from .processed import Split
 from .registry import Candidate, Promotion
 
@@ -19,39 +20,38 @@ def write_model_card(
     promotion: Promotion,
     candidates: list[Candidate],
     selected: Candidate,
+    trivial: dict[str, float],
     cv_folds: int,
 ) -> None:
-    """Markdown model card: data, how the candidate was selected, test metrics, plots."""
-    champion = promotion.champion_evaluation
-    metrics = list(champion.metrics)
-    columns = ["champion", *(c.name for c in candidates)]
-    evaluations = [champion, *(c.evaluation for c in candidates)]
+    """Markdown model card of a new champion: data, selection, test metrics, plots."""
+    evaluation = selected.evaluation
+    columns = [*(c.name for c in candidates), "trivial"]
+    scores = [*(c.evaluation.metrics for c in candidates), trivial]
     rows = [
-        f"| {metric} | "
-        + " | ".join(f"{e.metrics.get(metric, float('nan')):.4f}" for e in evaluations)
-        + " |"
-        for metric in metrics
+        f"| {metric} | " + " | ".join(f"{m.get(metric, float('nan')):.4f}" for m in scores) + " |"
+        for metric in evaluation.metrics
     ]
     cv_rows = [
         f"| {c.name} | {c.cv_score:.4f} | {'selected' if c is selected else ''} |"
         for c in candidates
     ]
-    outcome = (
-        f"It beat the previous champion on the test rows and is now v{promotion.version}."
-        if promotion.promoted
-        else f"It was registered as v{promotion.version} but did not beat champion "
-        f"v{promotion.champion_version} on the test rows, which keeps serving."
+    verdict = (
+        "It clearly beats the trivial model."
+        if clearly_better(schema.task, evaluation.metrics, trivial)
+        else "**It is not clearly better than the trivial model**: more rows or better features "
+        "may help before this model is worth serving."
     )
     lines = [
-        f"# Model card: {name} v{promotion.champion_version}",
+        f"# Model card: {name} v{promotion.version}",
         "",
-        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make train`.",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make train` ({promotion.reason}).",
         "",
         "## Data",
         f"- Task: {schema.task}; target `{schema.target}` ({_target_summary(split, schema)})",
         f"- Rows: {len(split.train)} for training, {len(split.test)} held out for testing",
         f"- Features: {len(schema.numeric)} numeric, {len(schema.categorical)} categorical "
         "(full list with types and ranges in `metadata.json` and at `GET /metadata`)",
+        *[f"- Not a feature: `{o.name}` ({o.role}: {o.reason})" for o in schema.others],
         "",
         "## How the model was chosen",
         f"Candidates are compared by {cv_folds}-fold cross-validation on "
@@ -62,24 +62,22 @@ def write_model_card(
         "|---|---|---|",
         *cv_rows,
         "",
-        f"`{selected.name}` was selected. {outcome}",
-        "",
-        f"## Metrics on the {champion.rows} held-out test rows",
+        f"## Metrics on the {evaluation.rows} held-out test rows",
         "",
         "| metric | " + " | ".join(columns) + " |",
         "|---" * (len(columns) + 1) + "|",
         *rows,
         "",
-        "`champion` is the registered model now serving (alias `@champion`); the other columns",
-        "are this run's candidates. Each model is scored on the test rows once: for this report",
-        "and for the champion comparison, never for choosing between candidates.",
+        f"`{selected.name}` is the model served. `trivial` ignores the features (it predicts the "
+        f"most frequent class, or the mean): {verdict} Each model is scored on the test rows "
+        "once, for this report and the champion comparison, never to choose between candidates.",
         "",
         "## Plots (test rows)",
-        *[f"![{p}]({p})" for p in sorted(champion.figures)],
+        *[f"![{p}]({p})" for p in sorted(evaluation.figures)],
         "",
         "## Limitations",
         "- Evaluated on a random held-out split of the same source: it says nothing about data",
-        "  that drifts away from it. Run `make monitor` on live traffic to watch for that.",
+        "  that drifts away from it. Watch the served traffic for that.",
         "",
     ]
     path.write_text("\n".join(lines))

@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 from skops import io as sio
 
-from ..bundle import save_bundle
 from ..config import Settings
 from ..schema import Schema
-from .evaluate import Evaluation, evaluate, is_better, primary_metric
+from .evaluate import Evaluation, compute_metrics, is_better, primary_metric
 from .processed import Split
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
+TRAIN_ROWS = "train_rows.npy"  # row hashes of a run's training data
+MIN_COMPARE_ROWS = 20  # fewer unseen test rows than this: no fair comparison with the champion
 
 
 @dataclass
@@ -45,14 +50,13 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Promotion:
-    """The outcome of registering this run's best model: which version serves, and its scores."""
+    """The outcome of registering this run's best model: which version serves now, and why."""
 
     version: str  # the version registered by this run
     promoted: bool
     champion_version: str
-    champion_model: Pipeline
-    champion_evaluation: Evaluation
     champion_run_id: str
+    reason: str
 
 
 def start_tracking(settings: Settings) -> None:
@@ -63,14 +67,17 @@ def start_tracking(settings: Settings) -> None:
 def log_run(
     settings: Settings, candidate: Candidate, split: Split, schema: Schema, *, selected: bool
 ) -> None:
-    """One MLflow run per candidate: params, CV and test metrics, schema, plots, the model."""
+    """One MLflow run per candidate: the data it saw, params, CV and test metrics, plots, the
+    model with its signature, and which rows it was trained on."""
     example = split.train[schema.names].head(5)
+    source = safe_source(settings.data.source)
     with mlflow.start_run(run_name=candidate.name) as run:
         mlflow.set_tags({"selected": str(selected).lower(), "selected_by": "cross-validation"})
         mlflow.log_params(
             {
                 "family": settings.model.family,
                 "cv_folds": settings.model.cv,
+                "data_source": source,
                 "train_rows": len(split.train),
                 "test_rows": len(split.test),
                 **candidate.params,
@@ -82,7 +89,18 @@ def log_run(
                 **{f"test_{k}": v for k, v in candidate.evaluation.metrics.items()},
             }
         )
+        for context, frame in (("training", split.train), ("test", split.test)):
+            dataset = from_pandas(  # the UI shows source, rows and a digest
+                frame[[*schema.names, schema.target]],
+                source=CodeDatasetSource({"data.source": source}),
+                name=f"{context} rows",
+                targets=schema.target,
+            )
+            mlflow.log_input(dataset, context=context)
         mlflow.log_dict(schema.to_dict(), "schema.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            np.save(Path(tmp, TRAIN_ROWS), np.unique(_hashes(split.train, schema)))
+            mlflow.log_artifact(str(Path(tmp, TRAIN_ROWS)))
         for file_name, figure in candidate.evaluation.figures.items():
             mlflow.log_figure(figure, f"plots/{file_name}")
         info = mlflow.sklearn.log_model(
@@ -97,83 +115,69 @@ def log_run(
 
 
 def promote(settings: Settings, best: Candidate, split: Split, schema: Schema) -> Promotion:
-    """Register `best`; it becomes `@champion` only if it beats the champion on the test rows."""
+    """Register `best`; it becomes `@champion` only if it beats the current champion on test
+    rows that neither of them was trained on."""
     client = MlflowClient()
     name = settings.model.registered_name
     version = str(mlflow.register_model(best.model_uri, name).version)
-    metric = primary_metric(schema.task)
-    new_score = best.evaluation.metrics[metric]
-    current = _current_champion(client, name, split, schema)
-    if current is not None:
-        model_version, model, evaluation = current
-        old_score = evaluation.metrics[metric]
-        if not is_better(schema.task, new_score, old_score):
-            log.info(
-                "Candidate v%s (test %s=%.4f) does not beat champion v%s (%.4f): champion kept.",
-                version,
-                metric,
-                new_score,
-                model_version.version,
-                old_score,
-            )
-            return Promotion(
-                version,
-                False,
-                str(model_version.version),
-                model,
-                evaluation,
-                str(model_version.run_id),
-            )
-    client.set_registered_model_alias(name, CHAMPION, version)
-    log.info("Model %s v%s is now @%s (test %s=%.4f).", name, version, CHAMPION, metric, new_score)
-    return Promotion(version, True, version, best.model, best.evaluation, best.run_id)
-
-
-def _current_champion(
-    client: MlflowClient, name: str, split: Split, schema: Schema
-) -> tuple[Any, Pipeline, Evaluation] | None:
-    """The current champion, evaluated on this run's test rows (so both compare on the same
-    rows), or None when there is none or it cannot score today's data."""
     try:
-        model_version = client.get_model_version_by_alias(name, CHAMPION)
+        champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
-        return None
+        champion = None
+    keep = None if champion is None else _reason_to_keep(champion, best, split, schema)
+    if champion is not None and keep is not None:
+        log.info("Candidate v%s: %s Champion v%s stays.", version, keep, champion.version)
+        return Promotion(version, False, str(champion.version), str(champion.run_id), keep)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    reason = "first model" if champion is None else f"beats v{champion.version}"
+    log.info("Model %s v%s is now @%s (%s).", name, version, CHAMPION, reason)
+    return Promotion(version, True, version, best.run_id, reason)
+
+
+def _reason_to_keep(champion: Any, best: Candidate, split: Split, schema: Schema) -> str | None:
+    """Why the champion stays, or None when `best` should replace it. Both are scored on the
+    test rows the champion was not trained on (all of them unless the data changed)."""
+    metric = primary_metric(schema.task)
     try:
-        model = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
-        evaluation = evaluate(
-            schema.task, model, split.test[schema.names], split.test[schema.target]
-        )
+        model = mlflow.sklearn.load_model(f"models:/{champion.name}/{champion.version}")
+        fresh = split.test[~np.isin(_hashes(split.test, schema), _trained_on(champion.run_id))]
+        if len(fresh) < MIN_COMPARE_ROWS:
+            return (
+                f"only {len(fresh)} of the {len(split.test)} test rows are new to the champion, "
+                f"too few (< {MIN_COMPARE_ROWS}) to compare them fairly: the data changed."
+            )
+        X, y = fresh[schema.names], fresh[schema.target]
+        old = compute_metrics(schema.task, model, X, y)[metric]
     except (KeyError, ValueError) as exc:
-        log.warning(
-            "Champion v%s cannot score the current data (%s): replacing it.",
-            model_version.version,
-            exc,
-        )
+        log.warning("Champion v%s cannot score the current data (%s).", champion.version, exc)
         return None
-    return model_version, model, evaluation
-
-
-def export_bundle(settings: Settings, promotion: Promotion, split: Split, schema: Schema) -> Path:
-    """Write the champion (this run's best, or the one it did not beat) to models/, with a
-    sample request and its plots."""
-    name, directory = settings.model.registered_name, settings.bundle_dir
-    evaluation = promotion.champion_evaluation
-    save_bundle(
-        promotion.champion_model,
-        directory,
-        name=name,
-        version=promotion.champion_version,
-        run_id=promotion.champion_run_id,
-        metrics=evaluation.metrics,
-        schema=schema,
-        extra={"model_family": settings.model.family},
+    new = (
+        best.evaluation.metrics[metric]
+        if len(fresh) == len(split.test)
+        else compute_metrics(schema.task, best.model, X, y)[metric]
     )
-    sample = json.loads(split.test[schema.names].head(5).to_json(orient="records"))
-    (directory / "sample_request.json").write_text(json.dumps({"instances": sample}, indent=2))
-    for file_name, figure in evaluation.figures.items():
-        figure.savefig(directory / file_name, dpi=100, bbox_inches="tight")
-    log.info("Exported %s v%s to %s/", name, promotion.champion_version, directory)
-    return directory
+    if is_better(schema.task, new, old):
+        return None
+    return f"{metric}={new:.4f} does not beat the champion's {old:.4f} on {len(fresh)} test rows."
+
+
+def _hashes(frame: pd.DataFrame, schema: Schema) -> np.ndarray[Any, Any]:
+    """One hash per row of features and target, to tell which rows a model was trained on."""
+    columns = sorted([*schema.names, schema.target])
+    hashes: np.ndarray[Any, Any] = pd.util.hash_pandas_object(
+        frame[columns], index=False
+    ).to_numpy()
+    return hashes
+
+
+def _trained_on(run_id: str) -> np.ndarray[Any, Any]:
+    """The row hashes a run logged for its training rows (none for runs that logged none)."""
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TRAIN_ROWS)
+    except (MlflowException, OSError):
+        return np.array([], dtype=np.uint64)
+    hashes: np.ndarray[Any, Any] = np.load(path)
+    return hashes
 
 
 def mlflow_ui(settings: Settings, port: int) -> None:
@@ -182,6 +186,15 @@ def mlflow_ui(settings: Settings, port: int) -> None:
     command += [settings.mlflow.tracking_uri, "--port", str(port)]
     log.info("MLflow UI on http://127.0.0.1:%d (Ctrl+C to stop)", port)
     subprocess.run(command, check=False)
+
+
+def safe_source(source: str) -> str:
+    """data.source without a database password."""
+    if "://" not in source:
+        return source
+    from sqlalchemy.engine import make_url
+
+    return make_url(source).render_as_string(hide_password=True)
 
 
 def _pip_requirements() -> list[str]:

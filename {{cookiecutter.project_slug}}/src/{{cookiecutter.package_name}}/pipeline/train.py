@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,13 @@ from sklearn.pipeline import Pipeline
 
 from ..config import Settings
 from ..schema import Schema
-from .evaluate import evaluate
+from .evaluate import clearly_better, evaluate, trivial_metrics
+from .export import export_bundle, restore_bundle, store_with_run
 from .features import build_pipeline
 from .model_card import write_model_card
 from .processed import Split, read_split
-from .registry import Candidate, Promotion, export_bundle, log_run, promote, start_tracking
+from .registry import Candidate, Promotion, log_run, promote, safe_source, start_tracking
+from .results import main_features, results_section, write_results
 
 log = logging.getLogger(__name__)
 # What cross-validation maximises: the primary metric of each task, signed so higher is better.
@@ -129,17 +132,49 @@ def train(settings: Settings) -> TrainResult:
     split, schema = read_split(settings.data.processed_dir)
     start_tracking(settings)
     candidates = fit_candidates(settings, split, schema)
+    columns = [*schema.names, schema.target]
+    trivial = trivial_metrics(schema.task, split.train[columns], split.test[columns], schema.target)
     best = select_best(candidates)
     log.info(
-        "Selected %s by cross-validation (%s=%.4f).",
-        best.name,
-        CV_SCORING[schema.task],
-        best.cv_score,
+        "Selected %s by cross-validation (%s=%.4f).", best.name, best.cv_scoring, best.cv_score
     )
+    if not clearly_better(schema.task, best.evaluation.metrics, trivial):
+        log.warning(
+            "%s is not clearly better than a model that ignores the features (test %s): "
+            "more rows or better features may help. See the model card.",
+            best.name,
+            _fmt(trivial),
+        )
     for candidate in candidates:
         log_run(settings, candidate, split, schema, selected=candidate is best)
     promotion = promote(settings, best, split, schema)
-    directory = export_bundle(settings, promotion, split, schema)
+    if promotion.promoted:
+        publish(
+            settings,
+            promotion,
+            split=split,
+            schema=schema,
+            candidates=candidates,
+            best=best,
+            trivial=trivial,
+        )
+    else:
+        restore_bundle(settings, promotion)
+    return TrainResult(best=best, candidates=candidates, promotion=promotion)
+
+
+def publish(
+    settings: Settings,
+    promotion: Promotion,
+    *,
+    split: Split,
+    schema: Schema,
+    candidates: list[Candidate],
+    best: Candidate,
+    trivial: dict[str, float],
+) -> None:
+    """A new champion: models/, its model card, the README's Results, a copy with its run."""
+    directory = export_bundle(settings, best, promotion, split, schema)
     write_model_card(
         directory / "model_card.md",
         name=settings.model.registered_name,
@@ -148,9 +183,25 @@ def train(settings: Settings) -> TrainResult:
         promotion=promotion,
         candidates=candidates,
         selected=best,
+        trivial=trivial,
         cv_folds=settings.model.cv,
     )
-    return TrainResult(best=best, candidates=candidates, promotion=promotion)
+    store_with_run(directory, best.run_id)
+    seed = settings.random_state
+    section = results_section(
+        source=safe_source(settings.data.source),
+        family=settings.model.family,
+        version=promotion.version,
+        schema=schema,
+        split=split,
+        metrics=best.evaluation.metrics,
+        trivial=trivial,
+        features=main_features(best.model, split, schema, CV_SCORING[schema.task], seed),
+        plots=sorted(best.evaluation.figures),
+        models_dir=directory,
+    )
+    if write_results(Path("README.md"), section):
+        log.info("README.md: the Results section now shows v%s.", promotion.version)
 
 
 def _fmt(metrics: dict[str, float]) -> str:

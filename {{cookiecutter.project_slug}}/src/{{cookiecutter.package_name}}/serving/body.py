@@ -24,7 +24,10 @@ async def read_instances(request: Request, predictor: Predictor) -> list[dict[st
         parsed = predictor.request_model.model_validate_json(body)
     except ValidationError as exc:
         raise _invalid(exc) from None
-    instances: list[dict[str, Any]] = parsed.model_dump(by_alias=True)["instances"]
+    # Unset: an optional column (an ID, a date...) the client did not send stays out of the log.
+    instances: list[dict[str, Any]] = parsed.model_dump(by_alias=True, exclude_unset=True)[
+        "instances"
+    ]
     return instances
 
 

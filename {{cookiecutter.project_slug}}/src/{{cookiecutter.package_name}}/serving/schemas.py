@@ -71,6 +71,16 @@ def instance_model(schema: Schema) -> type[BaseModel]:
                 examples=[example_value(feature)],
             ),
         )
+    for i, other in enumerate(schema.others):
+        fields[f"other_{i}"] = (
+            str | int | float | bool | None,
+            Field(
+                None,
+                alias=other.name,
+                description=f"Optional, not used by the model ({other.role}: {other.reason}); "
+                "kept in the prediction log when sent.",
+            ),
+        )
     config = ConfigDict(extra="forbid", allow_inf_nan=False)
     model: type[BaseModel] = create_model("Instance", __config__=config, **fields)
     return model

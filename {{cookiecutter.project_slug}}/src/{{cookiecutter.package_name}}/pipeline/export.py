@@ -1,0 +1,94 @@
+"""models/: the champion's bundle, and only ever the champion's.
+
+A new champion is exported from this run, then the whole folder is stored with its MLflow run.
+When the champion stays, models/ is left as it is, or rebuilt from the champion's own run when
+it holds something else, never from today's data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from ..bundle import METADATA_FILE, save_bundle
+from ..config import Settings
+from ..schema import Schema
+from .processed import Split
+from .registry import Candidate, Promotion
+
+log = logging.getLogger(__name__)
+RUN_FOLDER = "bundle"  # where a champion's run keeps a copy of its models/
+# What an export writes (files of an earlier champion must not linger, e.g. its ROC curve).
+EXPORTED = ("model.*", METADATA_FILE, "sample_request.json", "model_card.md", "*.png")
+
+
+def export_bundle(
+    settings: Settings, champion: Candidate, promotion: Promotion, split: Split, schema: Schema
+) -> Path:
+    """Write the new champion to models/ with a sample request and its plots."""
+    directory = settings.bundle_dir
+    _clear(directory)
+    save_bundle(
+        champion.model,
+        directory,
+        name=settings.model.registered_name,
+        version=promotion.version,
+        run_id=champion.run_id,
+        metrics=champion.evaluation.metrics,
+        schema=schema,
+        extra={"model_family": settings.model.family},
+    )
+    sample = json.loads(split.test[schema.names].head(5).to_json(orient="records"))
+    (directory / "sample_request.json").write_text(json.dumps({"instances": sample}, indent=2))
+    for file_name, figure in champion.evaluation.figures.items():
+        figure.savefig(directory / file_name, dpi=100, bbox_inches="tight")
+    log.info("Exported %s v%s to %s/", settings.model.registered_name, promotion.version, directory)
+    return directory
+
+
+def store_with_run(directory: Path, run_id: str) -> None:
+    """Keep a copy of the exported folder with the champion's run, to restore it from later."""
+    MlflowClient().log_artifacts(run_id, str(directory), RUN_FOLDER)
+
+
+def restore_bundle(settings: Settings, promotion: Promotion) -> None:
+    """Make models/ hold the champion that stayed: untouched when it already does."""
+    directory = settings.bundle_dir
+    metadata = directory / METADATA_FILE
+    if metadata.is_file() and json.loads(metadata.read_text()).get("version") == (
+        promotion.champion_version
+    ):
+        log.info(
+            "%s/ already holds champion v%s: left as it is.", directory, promotion.champion_version
+        )
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            copy = mlflow.artifacts.download_artifacts(
+                run_id=promotion.champion_run_id, artifact_path=RUN_FOLDER, dst_path=tmp
+            )
+        except (MlflowException, OSError):
+            log.warning(
+                "%s/ does not hold champion v%s and its run kept no copy: retrain it or move "
+                "the @champion alias (make mlflow-ui).",
+                directory,
+                promotion.champion_version,
+            )
+            return
+        _clear(directory)
+        shutil.copytree(copy, directory, dirs_exist_ok=True)
+    log.info("Restored champion v%s to %s/ from its run.", promotion.champion_version, directory)
+
+
+def _clear(directory: Path) -> None:
+    """Remove what an earlier export wrote, and nothing else."""
+    for pattern in EXPORTED:
+        for path in directory.glob(pattern):
+            path.unlink()
