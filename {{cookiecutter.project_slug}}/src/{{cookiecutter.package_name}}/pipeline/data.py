@@ -76,7 +76,7 @@ def _check_classes(y: pd.Series, target: str) -> None:
         if fractional and len(counts) >= CONTINUOUS_MIN_DISTINCT:
             raise DataError(
                 f"Target {target!r} looks continuous ({len(counts)} distinct values such as "
-                f"{y.iloc[0]!r}): did you mean `task: regression`?"
+                f"{float(y.iloc[0]):g}): did you mean `task: regression`?"
             )
         if len(counts) > MAX_INTEGER_CLASSES:
             raise DataError(

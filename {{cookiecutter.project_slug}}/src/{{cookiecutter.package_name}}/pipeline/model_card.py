@@ -36,9 +36,9 @@ def write_model_card(
         for c in candidates
     ]
     verdict = (
-        "It clearly beats the trivial model."
+        "it clearly beats the trivial model."
         if clearly_better(schema.task, evaluation.metrics, trivial)
-        else "**It is not clearly better than the trivial model**: more rows or better features "
+        else "**it is not clearly better than the trivial model**: more rows or better features "
         "may help before this model is worth serving."
     )
     lines = [
