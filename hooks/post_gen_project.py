@@ -86,10 +86,32 @@ or one stage at a time:
 {folder / "README.md"} explains each step; `make help` lists them all."""
 
 
+def keep_one(chosen: Path, variants: list[Path], final: Path) -> None:
+    """Keep the variant of the chosen answer under its final name; delete the others."""
+    for variant in variants:
+        if variant == chosen:
+            variant.rename(final)
+        else:
+            variant.unlink()
+
+
 if __name__ == "__main__":
     write_cruft_state()
+    deploy = ANSWERS["deploy"]
+    # The image is what every deploy target runs: without Docker there is nothing to deploy.
     if not ANSWERS["include_docker"]:
-        remove("Dockerfile", ".dockerignore")
+        remove("Dockerfile", ".dockerignore", "deploy")
+    if deploy != "render":
+        remove("render.yaml")
+    if deploy != "huggingface":
+        remove("deploy/huggingface")
+    # One CD workflow per target (workflows are copied, not rendered): keep the chosen one.
+    workflows = Path(".github/workflows")
+    variants = sorted(workflows.glob("cd-*.yml"))
+    if deploy == "none":
+        remove(*map(str, variants))
+    else:
+        keep_one(workflows / f"cd-{deploy}.yml", variants, workflows / "cd.yml")
     if not ANSWERS["include_monitoring"]:
         remove(f"{PACKAGE}/monitoring", "tests/monitoring", ".github/workflows/monitor.yml")
     if ANSWERS["ci"] != "github":

@@ -16,12 +16,16 @@ CHOICES = {
     "task": ["classification", "regression"],
     "model_family": ["hist_gradient_boosting", "random_forest", "linear"],
     "ci": ["github", "gitlab", "none"],
+    "deploy": ["render", "huggingface", "none"],
     "license": ["MIT", "Apache-2.0", "BSD-3-Clause", "Proprietary"],
 }
 SWITCHES = ["include_docker", "include_monitoring"]
 
 SLUG = re.compile(r"[a-z][a-z0-9-]*")
 PACKAGE = re.compile(r"[a-z][a-z0-9_]*")
+# A GitHub user or organisation, or a GitLab namespace (which may have subgroups: group/team).
+NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+OWNER = re.compile(rf"{NAME}(?:/{NAME})*")
 # The top-level import names of every distribution a generated project installs, with all
 # extras; a package of the same name would hide one of them. tests/test_hooks.py recomputes them
 # from a full install and names any that a new dependency adds.
@@ -80,6 +84,12 @@ def find_problem() -> str | None:
         )
     if "@" not in str(ANSWERS["author_email"]):
         return f"author_email {ANSWERS['author_email']!r} has no '@': use e.g. 'you@example.com'."
+    owner = str(ANSWERS["repository_owner"])
+    if not OWNER.fullmatch(owner):
+        return (
+            f"repository_owner {owner!r} is not a GitHub/GitLab user or organisation name: use "
+            "letters, digits and dashes, e.g. 'ada-lovelace'."
+        )
     for name, allowed in CHOICES.items():
         if ANSWERS[name] not in allowed:
             choices = ", ".join(allowed)
@@ -87,6 +97,11 @@ def find_problem() -> str | None:
     for name in SWITCHES:
         if not isinstance(ANSWERS[name], bool):
             return f"{name} {ANSWERS[name]!r} is not a yes/no answer: use true or false."
+    if ANSWERS["deploy"] != "none" and not ANSWERS["include_docker"]:
+        return (
+            f"deploy {ANSWERS['deploy']!r} ships the container image, and include_docker is no: "
+            "answer include_docker=yes, or deploy=none."
+        )
     return None
 
 

@@ -24,9 +24,71 @@ AXES: dict[str, list[Any]] = {
     for name, default in OPTIONS.items()
     if not name.startswith("_") and isinstance(default, list | bool)
 }
-COMBINATIONS: list[dict[str, Any]] = [
-    dict(zip(AXES, values, strict=True)) for values in itertools.product(*AXES.values())
+# Options whose values change the same files (workflows, deploy files, README sections): every
+# combination of their values is baked. Everything else only needs to meet every other value once.
+INTERACTING: list[tuple[str, ...]] = [
+    ("include_docker", "deploy", "ci"),
+    ("include_monitoring", "ci"),
 ]
+
+
+def allowed(answers: dict[str, Any]) -> bool:
+    """Whether the hook accepts these (possibly partial) answers: deploying needs the image."""
+    return answers.get("include_docker", True) or answers.get("deploy", "none") == "none"
+
+
+def requirements() -> list[dict[str, Any]]:
+    """What the matrix must contain: every allowed tuple of each interacting group, then every
+    allowed pair of values of two options (pairwise coverage)."""
+    groups = [
+        dict(zip(group, values, strict=True))
+        for group in INTERACTING
+        for values in itertools.product(*(AXES[name] for name in group))
+    ]
+    pairs = [
+        {first: a, second: b}
+        for first, second in itertools.combinations(AXES, 2)
+        for a in AXES[first]
+        for b in AXES[second]
+    ]
+    return [answers for answers in groups + pairs if allowed(answers)]
+
+
+def covers(combination: dict[str, Any], requirement: dict[str, Any]) -> bool:
+    return all(combination[name] == value for name, value in requirement.items())
+
+
+def covering_combinations() -> list[dict[str, Any]]:
+    """A small deterministic set of allowed combinations that meets every requirement.
+
+    Greedy: take the first requirement no combination covers yet, fix its values, and fill each
+    other option with the value that covers the most still-uncovered requirements (the first
+    value on a tie).
+    """
+    todo, combinations = requirements(), []
+    while todo:
+        combination = dict(todo[0])
+        for name, values in AXES.items():
+            if name in combination:
+                continue
+            candidates = [value for value in values if allowed({**combination, name: value})]
+            combination[name] = max(
+                candidates,
+                key=lambda value: sum(
+                    all(
+                        {**combination, name: value}.get(key) == wanted
+                        for key, wanted in requirement.items()
+                    )
+                    for requirement in todo
+                ),
+            )
+        combination = {name: combination[name] for name in AXES}  # cookiecutter.json's order
+        combinations.append(combination)
+        todo = [requirement for requirement in todo if not covers(combination, requirement)]
+    return combinations
+
+
+COMBINATIONS: list[dict[str, Any]] = covering_combinations()
 
 
 def combination_id(answers: dict[str, Any]) -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
-import math
 import os
 import re
 import subprocess
@@ -20,7 +20,16 @@ import pytest
 import yaml
 from cookiecutter.main import cookiecutter
 
-from helpers import AXES, COMBINATIONS, OPTIONS, TEMPLATE, combination_id, tool
+from helpers import (
+    AXES,
+    COMBINATIONS,
+    INTERACTING,
+    OPTIONS,
+    TEMPLATE,
+    allowed,
+    combination_id,
+    tool,
+)
 
 PACKAGE = "tumor_classifier"  # the package name the default project name gives
 # Jinja left in a file: an unrendered {{ }}, {% %} or {# #}.
@@ -29,11 +38,14 @@ RESIDUE = re.compile(r"\{\{|\{%|\{#")
 WORKFLOW_RESIDUE = re.compile(r"(?<!\$)\{\{|\{%|\{#|cookiecutter\.")
 LAYOUT = [
     "Makefile", "config.yaml", "pyproject.toml", ".python-version", "README.md", "LICENSE",
-    ".gitignore", ".pre-commit-config.yaml", "Dockerfile", ".dockerignore",
-    ".github/workflows/ci.yml", ".github/workflows/monitor.yml", ".github/dependabot.yml",
+    ".gitignore", ".pre-commit-config.yaml", "Dockerfile", ".dockerignore", "render.yaml",
+    ".github/workflows/ci.yml", ".github/workflows/cd.yml", ".github/workflows/monitor.yml",
+    ".github/dependabot.yml", "deploy/kubernetes/kustomization.yaml",
+    "deploy/kubernetes/deployment.yaml", "deploy/kubernetes/service.yaml",
+    "deploy/kubernetes/hpa.yaml",
     *(f"src/{PACKAGE}/{module}" for module in (
         "__init__.py", "__main__.py", "cli.py", "config.py", "errors.py", "logs.py", "schema.py",
-        "bundle.py", "store.py", "demo.py", "py.typed",
+        "bundle.py", "store.py", "demo.py", "smoke.py", "py.typed",
         "pipeline/sources.py", "pipeline/data.py", "pipeline/columns.py", "pipeline/processed.py",
         "pipeline/features.py", "pipeline/train.py", "pipeline/registry.py", "pipeline/export.py",
         "pipeline/evaluate.py", "pipeline/model_card.py", "pipeline/results.py",
@@ -41,7 +53,7 @@ LAYOUT = [
         "serving/metrics.py", "serving/server.py", "serving/process.py",
         "monitoring/monitor.py", "monitoring/simulate.py",
     )),
-    "tests/conftest.py",
+    "tests/conftest.py", "tests/test_smoke.py",
 ]  # fmt: skip
 
 
@@ -103,9 +115,17 @@ def compile_error(source: str, name: str) -> str | None:
 def expected_parts(answers: dict[str, Any]) -> dict[str, bool]:
     """Path -> whether the answers say it must exist."""
     monitoring, github = answers["include_monitoring"], answers["ci"] == "github"
+    docker, deploy = answers["include_docker"], answers["deploy"]
     return {
-        "Dockerfile": answers["include_docker"],
-        ".dockerignore": answers["include_docker"],
+        "Dockerfile": docker,
+        ".dockerignore": docker,
+        "deploy/kubernetes/kustomization.yaml": docker,
+        "render.yaml": deploy == "render",
+        "deploy/huggingface/README.md": deploy == "huggingface",
+        "deploy/huggingface/Dockerfile": deploy == "huggingface",
+        ".github/workflows/cd.yml": github and deploy != "none",
+        ".github/workflows/cd-render.yml": False,
+        ".github/workflows/cd-huggingface.yml": False,
         f"src/{PACKAGE}/monitoring": monitoring,
         "tests/monitoring": monitoring,
         ".github": github,
@@ -120,9 +140,26 @@ def expected_parts(answers: dict[str, Any]) -> dict[str, bool]:
 def test_matrix_covers_every_option_of_cookiecutter_json() -> None:
     assert set(AXES) >= {
         "python_version", "task", "model_family", "include_docker", "include_monitoring", "ci",
-        "license",
+        "deploy", "license",
     }  # fmt: skip
-    assert len(COMBINATIONS) == math.prod(len(values) for values in AXES.values())  # 864 today
+    # Pairwise: any two values of two options meet in some baked combination, unless the hook
+    # rejects that pair (deploying without the image).
+    for first, second in itertools.combinations(AXES, 2):
+        baked = {(answers[first], answers[second]) for answers in COMBINATIONS}
+        wanted = {
+            (a, b) for a in AXES[first] for b in AXES[second] if allowed({first: a, second: b})
+        }
+        assert baked == wanted, f"{first} x {second}: missing {wanted - baked}"
+    # Options that change the same files are baked in every allowed combination of their values.
+    for group in INTERACTING:
+        baked = {tuple(answers[name] for name in group) for answers in COMBINATIONS}
+        wanted = {
+            values
+            for values in itertools.product(*(AXES[name] for name in group))
+            if allowed(dict(zip(group, values, strict=True)))
+        }
+        assert baked == wanted, f"{group}: missing {wanted - baked}"
+    assert len(COMBINATIONS) == len({combination_id(answers) for answers in COMBINATIONS})
 
 
 @pytest.mark.parametrize("answers", COMBINATIONS, ids=combination_id)

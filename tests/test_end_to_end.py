@@ -257,7 +257,23 @@ def test_sigterm_loses_no_logged_prediction(server: Server, trained: Path) -> No
     assert logged_rows(trained) == server.rows_sent
 
 
-def test_serve_extra_alone_serves_the_bundle(
+def dockerfile_cmd(project: Path) -> list[str]:
+    """The image's start command, exactly as the baked Dockerfile says (exec form)."""
+    lines = (project / "Dockerfile").read_text().splitlines()
+    (cmd,) = [line.removeprefix("CMD ") for line in lines if line.startswith("CMD ")]
+    command = json.loads(cmd)
+    assert isinstance(command, list), f"CMD is not in exec form: {cmd}"
+    return [str(part) for part in command]
+
+
+def smoke(project: Path, env: dict[str, str], url: str, *args: str) -> tuple[int, list[str]]:
+    """`make smoke URL=...`: its exit code and the error lines it logged."""
+    result = make(project, env, "smoke", f"URL={url}", *args, timeout=300)
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if " ERROR " in line]
+    return result.returncode, errors
+
+
+def test_serve_extra_alone_serves_the_bundle_with_the_images_command(
     bake: Callable[..., Path], trained: Path, env: dict[str, str], tmp_path: Path
 ) -> None:
     # What the Docker image installs: the package with only its serve extra, not editable.
@@ -271,11 +287,12 @@ def test_serve_extra_alone_serves_the_bundle(
     app = tmp_path / "app"
     shutil.copytree(trained / "models", app / "models")
     shutil.copy(trained / "config.yaml", app / "config.yaml")
-    package = source.name.replace("-", "_")
-    server = Server(app, env, tmp_path / "serve.log")
-    serve = ["serve", "--host", "127.0.0.1", "--port", str(server.port)]
+    # The image's CMD with the venv first on PATH, as in the image; PORT as a platform sets it.
+    path = os.pathsep.join([str(python.parent), env["PATH"]])
+    server = Server(app, {**env, "PATH": path}, tmp_path / "serve.log")
+    server.env["PORT"] = str(server.port)
     try:
-        server.start([str(python), "-m", package, *serve])
+        server.start(dockerfile_cmd(source))
         request = sample_request(trained)
         response = server.predict(request)
         assert response.status_code == 200, response.text
@@ -283,6 +300,25 @@ def test_serve_extra_alone_serves_the_bundle(
         # /docs loads Swagger UI from the service: the serve extra ships its files.
         assets = httpx.get(f"{server.url}/docs-assets/swagger-ui-bundle.js", timeout=30)
         assert assets.status_code == 200
+        # `make smoke` from the learner's project, against the running service.
+        code, errors = smoke(trained, env, server.url, "REQUESTS=5")
+        assert (code, errors) == (0, []), server.output()
     finally:
         stopped = server.stop()
     assert stopped, f"the server did not stop within 60 s of SIGTERM:\n{server.output()}"
+
+    # A stopped service: one line naming the check, after the (short) wait.
+    code, errors = smoke(trained, env, server.url, "WAIT=1")
+    assert code != 0
+    assert len(errors) == 1 and "/ready: no answer" in errors[0], errors
+
+    # A service whose /predict refuses the sample (batches of one): one line naming /predict.
+    broken = Server(app, {**server.env, "ML_SERVING__MAX_BATCH_SIZE": "1"}, tmp_path / "b.log")
+    broken.env["PORT"] = str(broken.port)
+    try:
+        broken.start(dockerfile_cmd(source))
+        code, errors = smoke(trained, env, broken.url, "WAIT=30")
+    finally:
+        broken.stop()
+    assert code != 0
+    assert len(errors) == 1 and "/predict: answered 413" in errors[0], errors

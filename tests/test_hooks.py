@@ -82,6 +82,8 @@ def assert_rejected(result: subprocess.CompletedProcess[str], field: str, valid:
         ("package_name=tests", "package_name", "would hide the module of the same name"),
         ("package_name=uvloop", "package_name", "would hide the module of the same name"),
         ("author_email=nobody", "author_email", "e.g. 'you@example.com'"),
+        ("repository_owner=Ada Lovelace", "repository_owner", "e.g. 'ada-lovelace'"),
+        ("repository_owner=-ada", "repository_owner", "letters, digits and dashes"),
     ],
 )
 def test_bad_answer_is_rejected_with_one_clear_line(
@@ -90,6 +92,23 @@ def test_bad_answer_is_rejected_with_one_clear_line(
     result = cookiecutter_cli(tmp_path, cookiecutter_config, "--no-input", answer)
     assert_rejected(result, field, valid)
     assert list(tmp_path.iterdir()) == [], "a rejected bake left files behind"
+
+
+@pytest.mark.parametrize("deploy", ["render", "huggingface"])
+def test_deploying_without_the_image_is_rejected(
+    tmp_path: Path, cookiecutter_config: Path, deploy: str
+) -> None:
+    # Every deploy target runs the image: the answers must not ask for one without the other.
+    answers = ["--no-input", "include_docker=no", f"deploy={deploy}"]
+    result = cookiecutter_cli(tmp_path, cookiecutter_config, *answers)
+    assert_rejected(result, "deploy", "answer include_docker=yes, or deploy=none")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_docker_and_no_deploy_bakes(bake: Callable[..., Path]) -> None:
+    project = bake(include_docker=False, deploy="none")
+    assert not (project / "Dockerfile").exists()
+    assert not (project / "deploy").exists()
 
 
 def test_empty_project_name_is_rejected(tmp_path: Path, cookiecutter_config: Path) -> None:
@@ -111,6 +130,7 @@ def test_empty_project_name_is_rejected(tmp_path: Path, cookiecutter_config: Pat
         ("task", "clustering"),
         ("model_family", "xgboost"),
         ("ci", "jenkins"),
+        ("deploy", "fly"),
         ("python_version", "3.9"),
         ("license", "GPL-3.0"),
     ],
@@ -133,6 +153,7 @@ def test_unknown_choice_is_rejected_before_anything_is_written(
         ("task", "clustering", "use one of classification, regression"),
         ("model_family", "xgboost", "use one of hist_gradient_boosting, random_forest, linear"),
         ("ci", "jenkins", "use one of github, gitlab, none"),
+        ("deploy", "fly", "use one of render, huggingface, none"),
         ("python_version", "3.9", "use one of 3.11, 3.12, 3.13"),
         ("license", "GPL-3.0", "use one of MIT, Apache-2.0, BSD-3-Clause, Proprietary"),
         ("include_docker", "maybe", "use true or false"),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from helpers import AXES, TEMPLATE, run, tool
+from helpers import AXES, TEMPLATE, allowed, run, tool
 
 
 def existing(paths: list[Path]) -> list[str]:
@@ -24,48 +25,69 @@ def actionlint(files: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def github_projects(bake: Callable[..., Path]) -> dict[bool, Path]:
-    """A GitHub bake with and without monitoring (workflows are copied, not rendered)."""
-    return {
-        monitoring: bake(ci="github", include_monitoring=monitoring) for monitoring in (True, False)
-    }
+def github_projects(bake: Callable[..., Path]) -> list[Path]:
+    """GitHub bakes for every answer that changes the workflows (copied, not rendered): with and
+    without monitoring (monitor.yml), and each deploy target (cd.yml)."""
+    return [
+        bake(ci="github", include_monitoring=monitoring, deploy=deploy)
+        for monitoring, deploy in itertools.product([True, False], AXES["deploy"])
+    ]
 
 
 @pytest.fixture(scope="module")
 def gitlab_projects(bake: Callable[..., Path]) -> list[Path]:
     """GitLab bakes for every answer that changes the rendered .gitlab-ci.yml."""
     return [
-        bake(ci="gitlab", include_docker=docker, include_monitoring=monitoring, python_version=py)
-        for docker, monitoring, py in itertools.product(
-            [True, False], [True, False], AXES["python_version"]
+        bake(
+            ci="gitlab",
+            include_docker=docker,
+            include_monitoring=monitoring,
+            python_version=py,
+            deploy=deploy,
         )
+        for docker, monitoring, py, deploy in itertools.product(
+            [True, False], [True, False], AXES["python_version"], AXES["deploy"]
+        )
+        if allowed({"include_docker": docker, "deploy": deploy})
     ]
 
 
-def workflows(projects: dict[bool, Path]) -> list[str]:
-    return existing(
-        [
-            path
-            for monitoring, project in projects.items()
-            for path in [
-                project / ".github/workflows/ci.yml",
-                *([project / ".github/workflows/monitor.yml"] if monitoring else []),
-            ]
-        ]
-    )
+def workflows(projects: list[Path]) -> list[str]:
+    files = [path for project in projects for path in (project / ".github/workflows").glob("*")]
+    names = {path.name for path in files}
+    assert names == {"ci.yml", "monitor.yml", "cd.yml"}, f"unexpected workflows: {names}"
+    return existing(files)
 
 
-def test_github_workflows_pass_actionlint(github_projects: dict[bool, Path]) -> None:
+def test_github_workflows_pass_actionlint(github_projects: list[Path]) -> None:
     actionlint(workflows(github_projects))
 
 
-def test_github_workflows_match_the_schema(github_projects: dict[bool, Path]) -> None:
+def test_github_workflows_match_the_schema(github_projects: list[Path]) -> None:
     files = workflows(github_projects)
     run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *files])
 
 
-def test_dependabot_config_matches_the_schema(github_projects: dict[bool, Path]) -> None:
-    files = existing([project / ".github/dependabot.yml" for project in github_projects.values()])
+def test_github_workflows_have_no_zizmor_finding(github_projects: list[Path]) -> None:
+    # Offline audits at zizmor's default severity and confidence; exit 0 means no finding.
+    for project in github_projects:
+        run([tool("zizmor"), "--offline", "--quiet", str(project / ".github/workflows")])
+
+
+def test_github_workflows_pin_every_action_by_commit(github_projects: list[Path]) -> None:
+    # What Dependabot's github-actions updates keep fresh: a full sha, the version beside it.
+    pinned = re.compile(r"uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
+    unpinned = [
+        f"{path}: {line.strip()}"
+        for path in map(Path, workflows(github_projects))
+        for line in path.read_text().splitlines()
+        if "uses: " in line and "uses: $/" not in line and not pinned.search(line)
+    ]
+    assert not unpinned, "\n".join(unpinned)
+
+
+def test_dependabot_config_matches_the_schema(github_projects: list[Path]) -> None:
+    files = existing([project / ".github/dependabot.yml" for project in github_projects])
     run([tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", *files])
 
 

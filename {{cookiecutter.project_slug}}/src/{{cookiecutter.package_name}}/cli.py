@@ -75,6 +75,21 @@ def mlflow_ui(port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] 
     from .pipeline.registry import mlflow_ui as run_ui
 
     run_ui(get_settings(), port=port)
+
+
+@stage
+def smoke(
+    url: Annotated[str, typer.Option(help="Base URL of the running service.")],
+    requests: Annotated[int, typer.Option(help="Requests to /predict for the latency.")] = 20,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for /ready while a sleeping instance wakes.")
+    ] = 180,
+) -> None:
+    """Check a running service from outside: /health, /ready, /metadata, /predict, latency."""
+    from .smoke import smoke as run_smoke
+
+    sample = get_settings().bundle_dir / "sample_request.json"
+    run_smoke(url, sample, requests=requests, wait=wait)
 {%- if cookiecutter.include_monitoring %}
 
 

@@ -1,0 +1,198 @@
+"""The smoke check against a real HTTP server on a free port that answers like the service."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from {{ cookiecutter.package_name }} import smoke as smoke_module
+from {{ cookiecutter.package_name }}.cli import app
+from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.smoke import SmokeError, smoke
+
+SAMPLE = {"instances": [{"age": 50.0, "plan": "pro"}, {"age": 61.5, "plan": "basic"}]}
+Route = Callable[[Any], tuple[int, Any]]
+
+
+def predict(body: Any) -> tuple[int, Any]:
+    predictions = [0] * len(body["instances"])
+    return 200, {"predictions": predictions, "model_version": "3", "request_id": "r"}
+
+
+class Service(ThreadingHTTPServer):
+    """The service's routes on 127.0.0.1; a test replaces a route to break it."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.asleep_for = 0  # the first N calls of /ready answer 503, like a waking instance
+        self.calls: dict[str, int] = {}
+        self.routes: dict[str, Route] = {
+            "/health": lambda _: (200, {"status": "ok"}),
+            "/ready": self.ready,
+            "/metadata": lambda _: (200, {"name": "test-model", "version": "3"}),
+            "/predict": predict,
+        }
+
+    def ready(self, _: Any) -> tuple[int, Any]:
+        if self.calls["/ready"] <= self.asleep_for:
+            return 503, {"detail": "waking up"}
+        return 200, {"status": "ready", "model_version": "3"}
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Service
+
+    def do_GET(self) -> None:
+        self.answer(None)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        self.answer(json.loads(self.rfile.read(length)))
+
+    def answer(self, body: Any) -> None:
+        self.server.calls[self.path] = self.server.calls.get(self.path, 0) + 1
+        route = self.server.routes.get(self.path, lambda _: (404, {"detail": "Not Found"}))
+        status, payload = route(body)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: pytest shows the test's own log."""
+
+
+@pytest.fixture
+def service() -> Iterator[Service]:
+    server = Service()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    path = tmp_path / "sample_request.json"
+    path.write_text(json.dumps(SAMPLE))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(smoke_module, "POLL_SECONDS", 0.05)
+
+
+def test_passes_against_a_healthy_service(service: Service, sample: Path) -> None:
+    report = smoke(service.url, sample, requests=5, wait=5)
+    assert report.model_version == "3"
+    assert report.predictions == len(SAMPLE["instances"])
+    assert 0 < report.p50_ms <= report.p95_ms
+    assert service.calls["/predict"] == 5
+    assert service.calls["/health"] == service.calls["/metadata"] == 1
+
+
+def test_waits_for_a_sleeping_instance_to_wake_with_a_progress_line(
+    service: Service,
+    sample: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(smoke_module, "PROGRESS_SECONDS", 0.0)
+    caplog.set_level(logging.INFO)
+    service.asleep_for = 3
+    report = smoke(service.url + "/", sample, requests=1, wait=10)
+    assert service.calls["/ready"] == 4
+    assert report.waited_seconds > 0
+    assert f"Waiting for {service.url}/ready: answered 503" in caplog.text
+
+
+def test_an_answer_that_is_not_json_is_named(service: Service, sample: Path) -> None:
+    service.routes["/health"] = lambda _: (200, "ok")
+    with pytest.raises(SmokeError, match=r"^/health: the answer is not a JSON object: 'ok'"):
+        smoke(service.url, sample, wait=5)
+
+
+def test_a_stopped_service_fails_on_ready_after_the_wait(sample: Path) -> None:
+    stopped = Service()
+    stopped.server_close()  # the port was free a moment ago and nothing listens on it now
+    with pytest.raises(SmokeError, match=r"^/ready: no answer \(.*\) after waiting 1 s"):
+        smoke(stopped.url, sample, wait=1)
+
+
+def test_a_service_that_never_gets_ready_fails_on_ready(service: Service, sample: Path) -> None:
+    service.asleep_for = 10**6
+    with pytest.raises(SmokeError, match=r"^/ready: answered 503 after waiting 0 s"):
+        smoke(service.url, sample, wait=0.2)
+
+
+def test_a_broken_predict_is_named(service: Service, sample: Path) -> None:
+    service.routes["/predict"] = lambda _: (500, {"detail": "Internal Server Error"})
+    with pytest.raises(SmokeError, match=r"^/predict: answered 500, expected 200"):
+        smoke(service.url, sample, wait=5)
+
+
+def test_too_few_predictions_is_named(service: Service, sample: Path) -> None:
+    service.routes["/predict"] = lambda _: (200, {"predictions": [1], "model_version": "3"})
+    with pytest.raises(SmokeError, match=r"^/predict: expected 2 predictions, got \[1\]"):
+        smoke(service.url, sample, wait=5)
+
+
+def test_a_failure_during_the_latency_run_names_the_request(service: Service, sample: Path) -> None:
+    def fail_from_the_third(body: Any) -> tuple[int, Any]:
+        return (503, {"detail": "busy"}) if service.calls["/predict"] >= 3 else predict(body)
+
+    service.routes["/predict"] = fail_from_the_third
+    with pytest.raises(SmokeError, match=r"^/predict \(request 3\): answered 503"):
+        smoke(service.url, sample, requests=5, wait=5)
+
+
+def test_an_answer_without_a_model_version_fails(service: Service, sample: Path) -> None:
+    service.routes["/ready"] = lambda _: (200, {"status": "ready"})
+    with pytest.raises(SmokeError, match=r"^/ready: the answer has no model_version"):
+        smoke(service.url, sample, wait=5)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("127.0.0.1:8000", "must start with http:// or https://"), ("file:///etc", "must start")],
+)
+def test_a_url_that_is_not_http_is_refused(sample: Path, url: str, message: str) -> None:
+    with pytest.raises(SmokeError, match=message):
+        smoke(url, sample)
+
+
+def test_without_a_sample_request_it_says_to_train(service: Service, tmp_path: Path) -> None:
+    with pytest.raises(SmokeError, match="run `make train`"):
+        smoke(service.url, tmp_path / "missing.json")
+
+
+def test_cli_reads_the_sample_next_to_the_model_and_fails_in_one_line(
+    settings: Settings, service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.bundle_dir.mkdir(parents=True)
+    (settings.bundle_dir / "sample_request.json").write_text(json.dumps(SAMPLE))
+    caplog.set_level(logging.INFO)
+    runner = CliRunner()
+    passed = runner.invoke(app, ["smoke", "--url", service.url, "--requests", "3"])
+    assert passed.exit_code == 0, passed.output
+    assert "Smoke check passed." in caplog.text
+
+    caplog.clear()
+    service.routes["/metadata"] = lambda _: (404, {"detail": "Not Found"})
+    failed = runner.invoke(app, ["smoke", "--url", service.url, "--wait", "1"])
+    assert failed.exit_code == 1
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == ["/metadata: answered 404, expected 200 ({'detail': 'Not Found'})"]
