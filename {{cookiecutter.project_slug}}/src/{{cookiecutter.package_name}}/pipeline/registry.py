@@ -1,4 +1,4 @@
-"""MLflow: one run per candidate, the registry's `@champion` alias, and the bundle export."""
+"""MLflow: one run per candidate, and the registry's `@champion` alias (export.py writes models/)."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def promote(settings: Settings, best: Candidate, split: Split, schema: Schema) -
         log.info("Candidate v%s: %s Champion v%s stays.", version, keep, champion.version)
         return Promotion(version, False, str(champion.version), str(champion.run_id), keep)
     client.set_registered_model_alias(name, CHAMPION, version)
-    reason = "first model" if champion is None else f"beats v{champion.version}"
+    reason = "first model" if champion is None else f"replaces v{champion.version}"
     log.info("Model %s v%s is now @%s (%s).", name, version, CHAMPION, reason)
     return Promotion(version, True, version, best.run_id, reason)
 
