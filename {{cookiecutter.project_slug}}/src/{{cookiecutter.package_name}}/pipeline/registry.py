@@ -1,4 +1,4 @@
-"""MLflow: one run per candidate, and the registry's `@champion` alias (export.py writes models/)."""
+"""MLflow: one run per candidate, and the registry's `@champion` alias (models/ is export.py)."""
 
 from __future__ import annotations
 
