@@ -17,6 +17,7 @@ from pydantic_settings import (
 
 Task = Literal["classification", "regression"]
 ModelFamily = Literal["hist_gradient_boosting", "random_forest", "linear"]
+Runtime = Literal["onnx", "sklearn"]
 
 
 class DataSettings(BaseModel):
@@ -44,6 +45,7 @@ class MlflowSettings(BaseModel):
 
 
 class ServingSettings(BaseModel):
+    runtime: Runtime = "onnx"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)

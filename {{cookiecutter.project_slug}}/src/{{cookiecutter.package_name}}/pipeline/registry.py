@@ -22,6 +22,7 @@ from ..bundle import save_bundle
 from ..config import Settings
 from ..schema import Schema
 from .evaluate import Evaluation, evaluate, is_better, primary_metric
+from .onnx_export import Parity, export_onnx
 from .processed import Split
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def log_run(
     settings: Settings, candidate: Candidate, split: Split, schema: Schema, *, selected: bool
 ) -> None:
     """One MLflow run per candidate: params, CV and test metrics, schema, plots, the model."""
-    example = split.train[schema.names].head(5)
+    example = schema.model_input(split.train.head(5))
     with mlflow.start_run(run_name=candidate.name) as run:
         mlflow.set_tags({"selected": str(selected).lower(), "selected_by": "cross-validation"})
         mlflow.log_params(
@@ -141,7 +142,7 @@ def _current_champion(
     try:
         model = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
         evaluation = evaluate(
-            schema.task, model, split.test[schema.names], split.test[schema.target]
+            schema.task, model, schema.model_input(split.test), split.test[schema.target]
         )
     except (KeyError, ValueError) as exc:
         log.warning(
@@ -153,11 +154,17 @@ def _current_champion(
     return model_version, model, evaluation
 
 
-def export_bundle(settings: Settings, promotion: Promotion, split: Split, schema: Schema) -> Path:
+def export_bundle(
+    settings: Settings, promotion: Promotion, split: Split, schema: Schema
+) -> tuple[Path, Parity | None]:
     """Write the champion (this run's best, or the one it did not beat) to models/, with a
-    sample request and its plots."""
+    sample request and its plots; with serving.runtime onnx, also as ONNX checked against it on
+    the test rows (its parity figures are returned and go into metadata.json)."""
     name, directory = settings.model.registered_name, settings.bundle_dir
     evaluation = promotion.champion_evaluation
+    onnx_model, parity = None, None
+    if settings.serving.runtime == "onnx":
+        onnx_model, parity = export_onnx(promotion.champion_model, schema, split.test)
     save_bundle(
         promotion.champion_model,
         directory,
@@ -166,14 +173,18 @@ def export_bundle(settings: Settings, promotion: Promotion, split: Split, schema
         run_id=promotion.champion_run_id,
         metrics=evaluation.metrics,
         schema=schema,
-        extra={"model_family": settings.model.family},
+        onnx_model=onnx_model,
+        extra={
+            "model_family": settings.model.family,
+            "onnx_parity": None if parity is None else parity.to_dict(),
+        },
     )
     sample = json.loads(split.test[schema.names].head(5).to_json(orient="records"))
     (directory / "sample_request.json").write_text(json.dumps({"instances": sample}, indent=2))
     for file_name, figure in evaluation.figures.items():
         figure.savefig(directory / file_name, dpi=100, bbox_inches="tight")
     log.info("Exported %s v%s to %s/", name, promotion.champion_version, directory)
-    return directory
+    return directory, parity
 
 
 def mlflow_ui(settings: Settings, port: int) -> None:

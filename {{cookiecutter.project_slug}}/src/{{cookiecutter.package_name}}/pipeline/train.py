@@ -99,7 +99,7 @@ def tune(settings: Settings, schema: Schema, cv: CrossValidation) -> tuple[dict[
 def fit_candidates(settings: Settings, split: Split, schema: Schema) -> list[Candidate]:
     """Baseline (the family's defaults) and tuned, each scored by CV, then fit on every
     training row and evaluated once on the test rows."""
-    X, y = split.train[schema.names], split.train[schema.target]
+    X, y = schema.model_input(split.train), split.train[schema.target]
     family, seed = settings.model.family, settings.random_state
     cv = cross_validation(settings, schema, X, y)
     baseline_score = cv.score(build_pipeline(schema, family, seed))
@@ -111,7 +111,7 @@ def fit_candidates(settings: Settings, split: Split, schema: Schema) -> list[Can
     ]:
         model = build_pipeline(schema, family, seed, params).fit(X, y)
         evaluation = evaluate(
-            schema.task, model, split.test[schema.names], split.test[schema.target]
+            schema.task, model, schema.model_input(split.test), split.test[schema.target]
         )
         log.info("%s: cv %s=%.4f; test %s", name, cv.scoring, score, _fmt(evaluation.metrics))
         candidates.append(Candidate(name, model, params, score, cv.scoring, len(cv.y), evaluation))
@@ -139,7 +139,7 @@ def train(settings: Settings) -> TrainResult:
     for candidate in candidates:
         log_run(settings, candidate, split, schema, selected=candidate is best)
     promotion = promote(settings, best, split, schema)
-    directory = export_bundle(settings, promotion, split, schema)
+    directory, parity = export_bundle(settings, promotion, split, schema)
     write_model_card(
         directory / "model_card.md",
         name=settings.model.registered_name,
@@ -149,6 +149,7 @@ def train(settings: Settings) -> TrainResult:
         candidates=candidates,
         selected=best,
         cv_folds=settings.model.cv,
+        parity=parity,
     )
     return TrainResult(best=best, candidates=candidates, promotion=promotion)
 
