@@ -19,6 +19,13 @@ MAX_LISTED_CATEGORIES = 50
 MISSING_CATEGORY = "missing"
 
 
+def as_float32(values: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Numbers as the model reads them: float32, what the ONNX model computes in. Training sees
+    the same values, so a number on a tree's split threshold goes the same way in both."""
+    with np.errstate(over="ignore"):  # beyond float32: infinite, which scoring refuses
+        return values.astype(np.float32)
+
+
 def category_text(value: Any) -> str:
     """A category as the model reads it: its text, or MISSING_CATEGORY when it is missing.
 
@@ -82,20 +89,23 @@ class Schema:
             df[name] = pd.Series([category_text(r.get(name)) for r in records], dtype=object)
         return df[self.names] if self.categorical else df
 
-    def numbers(self, records: list[dict[str, Any]]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    def numbers(self, records: list[dict[str, Any]]) -> np.ndarray[Any, np.dtype[np.float32]]:
         """The numeric features of `records`, one row each in `numeric` order; NaN where a value
-        is missing or not a number."""
+        is missing or not a number, infinite beyond the float32 range (see `as_float32`)."""
         numeric = self.numeric
         try:
             values = np.array([[r.get(n) for n in numeric] for r in records], dtype=float)
         except (TypeError, ValueError):
             values = np.array([[_number(r.get(n)) for n in numeric] for r in records], dtype=float)
-        return values.reshape(len(records), len(numeric))
+        return as_float32(values.reshape(len(records), len(numeric)))
 
     def model_input(self, df: pd.DataFrame) -> pd.DataFrame:
         """The feature columns of a data frame as the model reads them, as `frame` builds them
         from request rows: what training and evaluation fit and score on."""
         out = df[self.names].copy()
+        if self.numeric:
+            numbers = out[self.numeric].to_numpy(dtype=float, na_value=np.nan)
+            out[self.numeric] = as_float32(numbers)
         for name in self.categorical:
             column = out[name].astype(object)
             out[name] = column.where(column.notna(), None).map(category_text)

@@ -21,8 +21,8 @@ def fitted(request: pytest.FixtureRequest) -> tuple[Pipeline, pd.DataFrame, pd.S
     parts = split(df, "target", task, 0.25, seed=0)
     schema = Schema.infer(parts.train, "target", task)
     model = build_pipeline(schema, FAMILY, random_state=0)
-    model.fit(parts.train[schema.names], parts.train["target"])
-    return model, parts.test[schema.names], parts.test["target"], task
+    model.fit(schema.model_input(parts.train), parts.train["target"])
+    return model, schema.model_input(parts.test), parts.test["target"], task
 
 
 def test_minimum_quality_on_held_out_data(

@@ -127,6 +127,8 @@ def test_cross_validation_runs_on_a_sample_of_big_data(
     small = settings.model_copy(
         update={"model": settings.model.model_copy(update={"search_rows": 100})}
     )
-    cv = cross_validation(small, schema, split.train[schema.names], split.train[schema.target])
+    cv = cross_validation(
+        small, schema, schema.model_input(split.train), split.train[schema.target]
+    )
     assert len(cv.X) == len(cv.y) == 100
     assert f"Cross-validating on a sample of 100 of {len(split.train)} rows" in caplog.text

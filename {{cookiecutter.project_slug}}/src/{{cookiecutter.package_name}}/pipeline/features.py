@@ -52,8 +52,10 @@ def build_preprocessor(schema: Schema, family: str) -> ColumnTransformer:
         if family == "linear":
             steps.append(StandardScaler())
         numeric = make_pipeline(*steps)
+    # Past MAX_ONE_HOT_CATEGORIES the rarest share one column; a category never seen in training
+    # is all zeros ("ignore": the one behaviour the ONNX converter reproduces).
     categorical = OneHotEncoder(
-        handle_unknown="infrequent_if_exist",
+        handle_unknown="ignore",
         max_categories=MAX_ONE_HOT_CATEGORIES,
         sparse_output=False,
     )

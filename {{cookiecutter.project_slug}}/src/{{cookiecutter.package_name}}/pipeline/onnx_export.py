@@ -6,6 +6,7 @@ the service will answer: the same labels, and probabilities (or values) within a
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Iterator
@@ -78,16 +79,44 @@ def convert(model: Pipeline, schema: Schema) -> bytes:
             ) from None
     types = {"numeric": FloatTensorType([None, 1]), "categorical": StringTensorType([None, 1])}
     initial_types = [(f.name, types[f.kind]) for f in schema.features]
-    estimator = model.steps[-1][1]
+    exact = with_float32_thresholds(model)
+    estimator = exact.steps[-1][1]
     options = {id(estimator): {"zipmap": False}} if schema.task == "classification" else None
     try:
-        onnx_model = convert_sklearn(model, initial_types=initial_types, options=options)
+        onnx_model = convert_sklearn(exact, initial_types=initial_types, options=options)
     except Exception as exc:  # skl2onnx raises many types; all mean "cannot convert"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         message = f"The pipeline cannot be converted to ONNX ({first_line}): {FIX}."
         raise OnnxExportError(message) from exc
     data: bytes = onnx_model.SerializeToString()
     return data
+
+
+def with_float32_thresholds(model: Pipeline) -> Pipeline:
+    """A copy whose tree thresholds are float32 numbers, answering as `model` on every input.
+
+    Trees compare x <= t with t a float64 midpoint between two training values; ONNX stores t as
+    the nearest float32, which may round up onto a value such as float32(50.4) and send it the
+    other way. The features are float32 (`Schema.numbers`), so for every x: x <= t exactly when
+    x <= t', t' the largest float32 not above t. The copy carries t', so rounding changes nothing.
+    """
+    exact = copy.deepcopy(model)
+    estimator = exact.steps[-1][1]
+    for predictors in getattr(estimator, "_predictors", []):  # HistGradientBoosting
+        for predictor in predictors:
+            predictor.nodes["num_threshold"] = _float32_below(predictor.nodes["num_threshold"])
+    trees = np.ravel(getattr(estimator, "estimators_", [estimator]))  # forests, boosting, a tree
+    for tree in trees:
+        if hasattr(tree, "tree_"):
+            tree.tree_.threshold[:] = _float32_below(tree.tree_.threshold)
+    return exact
+
+
+def _float32_below(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The largest float32 not above each value (as float64)."""
+    nearest = values.astype(np.float32)
+    below = np.where(nearest > values, np.nextafter(nearest, np.float32(-np.inf)), nearest)
+    return below.astype(np.float64)
 
 
 def check_parity(model: Pipeline, onnx_model: bytes, schema: Schema, test: pd.DataFrame) -> Parity:

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Scores = tuple[list[Any], list[dict[str, float]] | None]
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class NotScorableError(ValueError):
@@ -45,9 +44,9 @@ def onnx_inputs(schema: Schema, rows: list[dict[str, Any]]) -> list[np.ndarray[A
     """One [rows, 1] array per feature, in schema order: float32 numbers (NaN when missing) and
     category text, exactly as `Schema.frame` prepares them for the scikit-learn pipeline."""
     numbers = schema.numbers(rows)
-    if (np.abs(numbers) > FLOAT32_MAX).any():
+    if np.isinf(numbers).any():
         raise NotScorableError("a number is beyond the float32 range the model computes in")
-    numeric = iter(numbers.astype(np.float32).T)
+    numeric = iter(numbers.T)
     return [
         next(numeric).reshape(-1, 1)
         if feature.kind == "numeric"
