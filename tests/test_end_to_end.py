@@ -177,7 +177,16 @@ def server(
 def test_make_install_needs_only_python3_and_make(project: Path, env: dict[str, str]) -> None:
     assert shutil.which("uv", path=env["PATH"]) is None
     package = project.name.replace("-", "_")
-    modules = [package, "fastapi", "mlflow", "evidently", "pytest"]
+    modules = [
+        package,
+        "fastapi",
+        "onnxruntime",
+        "sklearn",
+        "skl2onnx",
+        "mlflow",
+        "evidently",
+        "pytest",
+    ]
     assert importable(project / ".venv" / "bin" / "python", modules) == set(modules)
 
 
@@ -266,7 +275,9 @@ def test_serve_extra_alone_serves_the_bundle(
     run([uv, "venv", "--quiet", "--python", sys.executable, str(tmp_path / "venv")])
     install = ["pip", "install", "--quiet", "--compile-bytecode", "--python", str(python)]
     run([uv, *install, f"{source}[serve]"])
-    assert not importable(python, ["mlflow", "evidently", "matplotlib"])
+    heavy = ["mlflow", "evidently", "matplotlib", "sklearn", "scipy", "pandas", "skops", "onnx"]
+    assert not importable(python, heavy)
+    assert importable(python, ["onnxruntime"]) == {"onnxruntime"}
     # Only what the image copies: the config and the exported bundle.
     app = tmp_path / "app"
     shutil.copytree(trained / "models", app / "models")
@@ -279,7 +290,27 @@ def test_serve_extra_alone_serves_the_bundle(
         request = sample_request(trained)
         response = server.predict(request)
         assert response.status_code == 200, response.text
-        assert len(response.json()["predictions"]) == len(request["instances"])
+        answer = response.json()
     finally:
         stopped = server.stop()
     assert stopped, f"the server did not stop within 60 s of SIGTERM:\n{server.output()}"
+    # The same rows through the scikit-learn pipeline, in the project's full environment.
+    predictions, probabilities = sklearn_answer(trained, package, request["instances"])
+    assert answer["predictions"] == predictions
+    for mine, theirs in zip(answer["probabilities"], probabilities, strict=True):
+        assert mine == pytest.approx(theirs, abs=1e-4)
+
+
+def sklearn_answer(project: Path, package: str, rows: list[dict[str, Any]]) -> list[Any]:
+    """What serving.runtime sklearn answers for `rows`, from the project's own .venv."""
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        f"from {package}.bundle import load_bundle\n"
+        f"from {package}.serving.runtimes import load_runtime\n"
+        "runtime = load_runtime('sklearn', load_bundle(Path('models')))\n"
+        "print(json.dumps(runtime.score(json.loads(sys.stdin.read()))))\n"
+    )
+    python = str(project / ".venv" / "bin" / "python")
+    answer: list[Any] = json.loads(run([python, "-c", code], cwd=project, input=json.dumps(rows)))
+    return answer
