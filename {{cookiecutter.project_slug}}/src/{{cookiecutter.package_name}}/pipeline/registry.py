@@ -65,7 +65,9 @@ def log_run(
     settings: Settings, candidate: Candidate, split: Split, schema: Schema, *, selected: bool
 ) -> None:
     """One MLflow run per candidate: params, CV and test metrics, schema, plots, the model."""
-    example = schema.model_input(split.train.head(5))
+    # Prepared as the model reads rows; numbers typed float64 so MLflow's signature accepts
+    # the JSON numbers `mlflow models serve` is sent (float32 would refuse them).
+    example = schema.model_input(split.train.head(5)).astype(dict.fromkeys(schema.numeric, float))
     with mlflow.start_run(run_name=candidate.name) as run:
         mlflow.set_tags({"selected": str(selected).lower(), "selected_by": "cross-validation"})
         mlflow.log_params(
