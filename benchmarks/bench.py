@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -33,7 +34,9 @@ from procs import StepError
 
 log = logging.getLogger("bench")
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("serving", "mlflow", "threads", "startup", "footprint", "scaling", "demo")
+SECTIONS = (
+    "serving", "mlflow", "litserve", "threads", "startup", "footprint", "busy", "scaling", "demo",
+)  # fmt: skip
 FULL_SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (300, 1_000)
 # Quick mode trains with a 1-candidate, 2-fold search so the smoke test stays short.
@@ -131,8 +134,9 @@ def setup(options: Options, results: dict[str, Any]) -> proj.Project:
     return project
 
 
-def servers(project: proj.Project) -> dict[str, serving.Server]:
-    """The three servers, one uvicorn worker each, from the project folder and its venv."""
+def servers(project: proj.Project, peer_venv: Path | None = None) -> dict[str, serving.Server]:
+    """The servers, one worker each, from the project folder and its venv (LitServe from
+    `peer_venv`, a venv of its own)."""
     bin_dir = project.python.parent
     env = {**project.env, "PATH": f"{bin_dir}{os.pathsep}{project.env.get('PATH', '')}"}
     floor_env = {
@@ -143,16 +147,28 @@ def servers(project: proj.Project) -> dict[str, serving.Server]:
     name = project.metadata()["name"]
     mlflow_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{project.root / 'mlflow.db'}"}
     python = str(project.python)
+    floor_command = [
+        python, "-m", "uvicorn", "floor_app:create_app", "--factory", "--app-dir", str(HERE),
+        "--workers", "1", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    peers = {}
+    if peer_venv is not None:
+        peers["litserve"] = serving.Server(
+            "litserve", [str(peer_venv / "bin" / "python"), str(HERE / "litserve_app.py")],
+            floor_env, "/health", "/predict", serving.instances, project.root,
+        )  # fmt: skip
     return {
         "generated": serving.Server(
             "generated", [python, "-m", project.package, "serve", "--workers", "1"],
             env, "/ready", "/predict", serving.instances, project.root,
         ),
         "floor": serving.Server(
-            "floor",
-            [python, "-m", "uvicorn", "floor_app:create_app", "--factory", "--app-dir", str(HERE),
-             "--workers", "1", "--no-access-log", "--log-level", "warning"],
-            floor_env, "/ready", "/predict", serving.instances, project.root,
+            "floor", floor_command, {**floor_env, "BENCH_RUNTIME": "onnx"},
+            "/ready", "/predict", serving.instances, project.root,
+        ),
+        "floor_sklearn": serving.Server(
+            "floor sklearn", floor_command, {**floor_env, "BENCH_RUNTIME": "sklearn"},
+            "/ready", "/predict", serving.instances, project.root,
         ),
         "mlflow": serving.Server(
             "mlflow serve",
@@ -160,19 +176,29 @@ def servers(project: proj.Project) -> dict[str, serving.Server]:
              "--env-manager", "local", "--workers", "1", "--host", "127.0.0.1"],
             mlflow_env, "/ping", "/invocations", serving.dataframe_records, project.root,
         ),
+        **peers,
     }  # fmt: skip
 
 
-def server_runs(project: proj.Project, skip: frozenset[str]) -> dict[str, serving.Server]:
+def server_runs(
+    project: proj.Project, skip: frozenset[str], peer_venv: Path | None
+) -> dict[str, serving.Server]:
     """Which servers to load. The generated service limits OpenMP to one thread itself; the
-    floor gets the same limit so the two differ only by what the service adds."""
-    chosen = servers(project)
+    floors get the same limit so they differ only by what the service adds."""
+    chosen = servers(project, peer_venv)
     generated, floor, mlflow = chosen["generated"], chosen["floor"], chosen["mlflow"]
-    runs = {"generated": generated, "floor": with_env(floor, ONE_THREAD)}
+    floor_sklearn = chosen["floor_sklearn"]
+    runs = {
+        "generated": generated,
+        "floor": with_env(floor, ONE_THREAD),
+        "floor_sklearn": with_env(floor_sklearn, ONE_THREAD),
+    }
+    if "litserve" in chosen:
+        runs["litserve"] = with_env(chosen["litserve"], ONE_THREAD)
     if "mlflow" not in skip:
         runs["mlflow"] = mlflow
     if "threads" not in skip:
-        runs["floor_omp_default"] = replace(floor, name="floor OpenMP default")
+        runs["floor_omp_default"] = replace(floor_sklearn, name="floor sklearn OpenMP default")
         if "mlflow" not in skip:
             runs["mlflow_omp1"] = replace(with_env(mlflow, ONE_THREAD), name="mlflow serve OMP=1")
     return runs
@@ -186,11 +212,38 @@ def run_serving(project: proj.Project, options: Options, results: dict[str, Any]
     loader = serving.LoadGenerator(project.logs)
     results["meta"]["load_generator"] = loader.name
     rows = project.sample_rows()
-    for key, server in server_runs(project, options.skip).items():
+    peer_venv = None
+    if "litserve" not in options.skip:
+        try:
+            peer_venv = proj.litserve_venv(project, options.work)
+        except StepError as exc:
+            log.error("litserve unavailable: %s", exc)
+            results["unavailable"]["litserve"] = f"{exc.__class__.__name__}: {exc}"
+    for key, server in server_runs(project, options.skip, peer_venv).items():
         result = serving.benchmark(server, rows, options.plan, loader, project.logs)
         results["serving"][key] = result.to_dict()
-    answers = {k: v["predictions"] for k, v in results["serving"].items()}
-    results["meta"]["predictions_agree"] = len({json.dumps(a) for a in answers.values()}) == 1
+    answers = [v["predictions"] for v in results["serving"].values()]
+    results["meta"]["predictions_agree"] = all(same_answers(a, answers[0]) for a in answers)
+
+
+def same_answers(a: list[Any], b: list[Any]) -> bool:
+    """Labels equal; values equal up to float32 (ONNX) precision."""
+    if len(a) != len(b):
+        return False
+    return all(
+        math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-6)
+        if isinstance(x, float) and isinstance(y, float)
+        else x == y
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def run_busy(project: proj.Project, options: Options, results: dict[str, Any]) -> None:
+    """`make train` again while every CPU is kept busy by another process: how training copes
+    with a shared machine (OpenMP threads that spin-wait are what suffers)."""
+    with proj.CpuBurners(os.cpu_count() or 1):
+        busy = project.make("train", env=options.train_env, tag="train-busy")
+    results["busy"] = {"train_s": busy.seconds, "burners": os.cpu_count() or 1}
 
 
 def run_startup(project: proj.Project, options: Options, results: dict[str, Any]) -> None:
@@ -255,6 +308,7 @@ def measure(options: Options) -> dict[str, Any]:
         "serving": lambda: run_serving(project, options, results),
         "startup": lambda: run_startup(project, options, results),
         "footprint": lambda: results.update(footprint=proj.footprint(project, options.work)),
+        "busy": lambda: run_busy(project, options, results),
         "scaling": lambda: results.update(
             scaling=proj.scaling(project, options.sizes, options.work, options.train_env)
         ),

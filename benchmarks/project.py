@@ -122,6 +122,11 @@ def tree_size(root: Path) -> tuple[int, int]:
     return apparent, allocated
 
 
+def site(venv: Path) -> Path:
+    """The site-packages folder of `venv`."""
+    return next((venv / "lib").glob("python3*/site-packages"))
+
+
 def footprint(project: Project, work: Path) -> dict[str, Any]:
     """A fresh venv with only `<project>[serve]` (what a serving image holds) vs the full .venv."""
     uv = tool_command("uv")
@@ -134,7 +139,9 @@ def footprint(project: Project, work: Path) -> dict[str, Any]:
         tag="serve-install",
     )  # fmt: skip
     serve, full = tree_size(venv), tree_size(project.venv.resolve())
+    heavy = [m for m in ("sklearn", "scipy", "pandas", "skops") if (site(venv) / m).is_dir()]
     return {
+        "serve_heavy_modules": ", ".join(heavy),
         "serve_apparent_mb": serve[0] / MIB,
         "serve_disk_mb": serve[1] / MIB,
         "full_apparent_mb": full[0] / MIB,
@@ -144,6 +151,38 @@ def footprint(project: Project, work: Path) -> dict[str, Any]:
         "serve_install_s": install.seconds,
         "serve_venv": str(venv),
     }
+
+
+def litserve_venv(project: Project, work: Path) -> Path:
+    """A venv of its own for the LitServe peer: litserve and the project's serve extra."""
+    uv = tool_command("uv")
+    venv = work / "litserve-venv"
+    python = str(project.python.resolve())
+    project.run([*uv, "venv", "--quiet", "--python", python, str(venv)], tag="litserve-venv")
+    project.run(
+        [*uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
+         "--compile-bytecode", "litserve", f"{project.root}[serve]"],
+        tag="litserve-install",
+    )  # fmt: skip
+    return venv
+
+
+class CpuBurners:
+    """`count` processes that keep a CPU busy each while in the block: a shared, busy machine."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> CpuBurners:
+        burn = "while True: pass"
+        self.processes = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(self.count)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes:
+            process.kill()
+            process.wait()
 
 
 # ---------------------------------------------------------------- pipeline scaling

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from procs import StepError, free_port, start_server, stop_server, tree_cpu, wait_ready
+from procs import StepError, free_port, start_server, stop_server, tree_cpu, tree_rss, wait_ready
 
 log = logging.getLogger("bench")
 HERE = Path(__file__).resolve().parent
@@ -81,6 +81,7 @@ class ServerResult:
     ready_s: float
     predictions: list[Any]
     loads: dict[str, Load] = field(default_factory=dict)
+    rss_mb: float = 0.0  # resident memory of the server's processes after the loads
 
     def to_dict(self) -> dict[str, Any]:
         loads = {
@@ -199,6 +200,7 @@ def benchmark(server: Server, rows: list[dict[str, Any]], plan: LoadPlan, loader
         }
         for kind, (body, connections, seconds) in runs.items():
             result.loads[kind] = loader.run(url, body, connections, seconds, process.pid)
+        result.rss_mb = tree_rss(process.pid) / (1024 * 1024)
         if process.poll() is not None:
             raise StepError(f"{server.name} died under load (log: {log_file})")
         return result

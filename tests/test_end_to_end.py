@@ -177,7 +177,16 @@ def server(
 def test_make_install_needs_only_python3_and_make(project: Path, env: dict[str, str]) -> None:
     assert shutil.which("uv", path=env["PATH"]) is None
     package = project.name.replace("-", "_")
-    modules = [package, "fastapi", "mlflow", "evidently", "pytest"]
+    modules = [
+        package,
+        "fastapi",
+        "onnxruntime",
+        "sklearn",
+        "skl2onnx",
+        "mlflow",
+        "evidently",
+        "pytest",
+    ]
     assert importable(project / ".venv" / "bin" / "python", modules) == set(modules)
 
 
@@ -282,7 +291,9 @@ def test_serve_extra_alone_serves_the_bundle_with_the_images_command(
     run([uv, "venv", "--quiet", "--python", sys.executable, str(tmp_path / "venv")])
     install = ["pip", "install", "--quiet", "--compile-bytecode", "--python", str(python)]
     run([uv, *install, f"{source}[serve]"])
-    assert not importable(python, ["mlflow", "evidently", "matplotlib"])
+    heavy = ["mlflow", "evidently", "matplotlib", "sklearn", "scipy", "pandas", "skops", "onnx"]
+    assert not importable(python, heavy)
+    assert importable(python, ["onnxruntime"]) == {"onnxruntime"}
     # Only what the image copies: the config and the exported bundle.
     app = tmp_path / "app"
     shutil.copytree(trained / "models", app / "models")
@@ -296,7 +307,8 @@ def test_serve_extra_alone_serves_the_bundle_with_the_images_command(
         request = sample_request(trained)
         response = server.predict(request)
         assert response.status_code == 200, response.text
-        assert len(response.json()["predictions"]) == len(request["instances"])
+        answer = response.json()
+        assert len(answer["predictions"]) == len(request["instances"])
         # /docs loads Swagger UI from the service: the serve extra ships its files.
         assets = httpx.get(f"{server.url}/docs-assets/swagger-ui-bundle.js", timeout=30)
         assert assets.status_code == 200
@@ -322,3 +334,25 @@ def test_serve_extra_alone_serves_the_bundle_with_the_images_command(
         broken.stop()
     assert code != 0
     assert len(errors) == 1 and "/predict: answered 413" in errors[0], errors
+
+    # The same rows through the scikit-learn pipeline, in the project's full environment.
+    package = source.name.replace("-", "_")
+    predictions, probabilities = sklearn_answer(trained, package, request["instances"])
+    assert answer["predictions"] == predictions
+    for mine, theirs in zip(answer["probabilities"], probabilities, strict=True):
+        assert mine == pytest.approx(theirs, abs=1e-4)
+
+
+def sklearn_answer(project: Path, package: str, rows: list[dict[str, Any]]) -> list[Any]:
+    """What serving.runtime sklearn answers for `rows`, from the project's own .venv."""
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        f"from {package}.bundle import load_bundle\n"
+        f"from {package}.serving.runtimes import load_runtime\n"
+        "runtime = load_runtime('sklearn', load_bundle(Path('models')))\n"
+        "print(json.dumps(runtime.score(json.loads(sys.stdin.read()))))\n"
+    )
+    python = str(project / ".venv" / "bin" / "python")
+    answer: list[Any] = json.loads(run([python, "-c", code], cwd=project, input=json.dumps(rows)))
+    return answer

@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 from {{ cookiecutter.package_name }}.bundle import save_bundle
 from {{ cookiecutter.package_name }}.config import Settings, get_settings
 from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
+from {{ cookiecutter.package_name }}.pipeline.onnx_export import export_onnx
 from {{ cookiecutter.package_name }}.schema import Schema
 
 TASK = "{{ cookiecutter.task }}"
@@ -146,8 +147,11 @@ def schema(frame: pd.DataFrame) -> Schema:
 
 @pytest.fixture
 def bundle_dir(settings: Settings, frame: pd.DataFrame, schema: Schema) -> Path:
-    """A real bundle of a pipeline fitted on the synthetic frame, where settings expect it."""
-    model = build_pipeline(schema, FAMILY, random_state=0).fit(frame[schema.names], frame["target"])
+    """A real bundle (scikit-learn pipeline and its ONNX export) of a pipeline fitted on the
+    synthetic frame, where settings expect it."""
+    model = build_pipeline(schema, FAMILY, random_state=0)
+    model.fit(schema.model_input(frame), frame["target"])
+    onnx_model, _ = export_onnx(model, schema, make_frame(seed=1))
     save_bundle(
         model,
         settings.bundle_dir,
@@ -156,5 +160,6 @@ def bundle_dir(settings: Settings, frame: pd.DataFrame, schema: Schema) -> Path:
         run_id="run-1",
         metrics={"holdout": 1.0},
         schema=schema,
+        onnx_model=onnx_model,
     )
     return settings.bundle_dir

@@ -26,7 +26,7 @@ def serve_churn_model(settings: Settings) -> tuple[list[dict[str, Any]], list[st
     schema = prepare(settings)
     split, _ = read_split(settings.data.processed_dir)
     model = build_pipeline(schema, FAMILY, random_state=0)
-    model.fit(split.train[schema.names], split.train[schema.target])
+    model.fit(schema.model_input(split.train), split.train[schema.target])
     save_bundle(
         model, settings.bundle_dir, name="churn", version="1", run_id="r", metrics={}, schema=schema
     )

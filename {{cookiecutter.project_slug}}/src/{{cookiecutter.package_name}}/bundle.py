@@ -1,4 +1,12 @@
-"""The exported model bundle: a skops model file plus metadata, loadable without MLflow."""
+"""The exported model bundle: model files plus metadata, loadable without MLflow.
+
+    models/model.skops     the scikit-learn pipeline (skops: loading it runs no code)
+    models/model.onnx      the same pipeline as ONNX, parity-checked at export (optional)
+    models/metadata.json   version, metrics, schema, and each model file's sha256
+
+Reading the metadata needs neither scikit-learn nor onnxruntime: each serving runtime opens
+only the file it scores with, through `Bundle.path`, which checks the file's hash first.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +15,16 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import sklearn
-from sklearn.pipeline import Pipeline
-from skops import io as sio
+from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
 from .schema import Schema
 
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
 MODEL_FILE = "model.skops"
+ONNX_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 
 
@@ -26,13 +34,37 @@ class BundleError(UserError):
 
 @dataclass(frozen=True)
 class Bundle:
-    model: Pipeline
+    directory: Path
     metadata: dict[str, Any]
     schema: Schema
 
     @property
     def version(self) -> str:
         return str(self.metadata["version"])
+
+    def path(self, file_name: str) -> Path:
+        """A model file of the bundle, after checking it is the one the metadata names."""
+        path = self.directory / file_name
+        expected = self.metadata.get("files", {}).get(file_name)
+        if expected is None or not path.is_file():
+            raise BundleError(
+                f"The bundle in {self.directory}/ has no {file_name}: run `make train` to export "
+                "it again."
+            )
+        if sha256(path) != expected:
+            raise BundleError(
+                f"{path} does not match the sha256 in {self.directory / METADATA_FILE}: the file "
+                "was changed or copied incompletely. Run `make train` to export the bundle again."
+            )
+        return path
+
+    def load_pipeline(self) -> Pipeline:
+        """The scikit-learn pipeline; the hash check is what lets us trust the file's types."""
+        from skops import io as sio
+
+        path = self.path(MODEL_FILE)
+        model: Pipeline = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+        return model
 
 
 def sha256(path: Path) -> str:
@@ -52,12 +84,23 @@ def save_bundle(
     run_id: str,
     metrics: dict[str, float],
     schema: Schema,
+    onnx_model: bytes | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write model.skops and metadata.json into `directory`; return the metadata path."""
+    """Write model.skops (and model.onnx when given) and metadata.json into `directory`; return
+    the metadata path. A model file of an earlier export that this one does not write is removed,
+    so the bundle never mixes two models."""
+    import sklearn
+    from skops import io as sio
+
     directory.mkdir(parents=True, exist_ok=True)
-    model_path = directory / MODEL_FILE
-    sio.dump(model, model_path)
+    sio.dump(model, directory / MODEL_FILE)
+    onnx_path = directory / ONNX_FILE
+    if onnx_model is None:
+        onnx_path.unlink(missing_ok=True)
+    else:
+        onnx_path.write_bytes(onnx_model)
+    files = [MODEL_FILE] + ([ONNX_FILE] if onnx_model is not None else [])
     metadata = {
         "name": name,
         "version": str(version),
@@ -65,7 +108,8 @@ def save_bundle(
         "task": schema.task,
         "metrics": metrics,
         "schema": schema.to_dict(),
-        "sha256": sha256(model_path),
+        "classes": _classes(model),
+        "files": {file_name: sha256(directory / file_name) for file_name in files},
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "sklearn_version": sklearn.__version__,
         **(extra or {}),
@@ -76,15 +120,21 @@ def save_bundle(
 
 
 def load_bundle(directory: Path) -> Bundle:
-    """Load and verify the bundle; the hash check is what lets us trust the file's types."""
-    model_path, metadata_path = directory / MODEL_FILE, directory / METADATA_FILE
-    if not model_path.is_file() or not metadata_path.is_file():
+    """The bundle's metadata and schema; model files are opened (and verified) by who uses them."""
+    metadata_path = directory / METADATA_FILE
+    if not metadata_path.is_file():
         raise BundleError(f"No model bundle in {directory}/: run `make train` first.")
     metadata = json.loads(metadata_path.read_text())
-    if sha256(model_path) != metadata.get("sha256"):
+    if "files" not in metadata:
         raise BundleError(
-            f"{model_path} does not match the sha256 in {metadata_path}: the file was changed "
-            "or copied incompletely. Run `make train` to export the bundle again."
+            f"{metadata_path} comes from an older version of this project: run `make train` to "
+            "export the bundle again."
         )
-    model = sio.load(model_path, trusted=sio.get_untrusted_types(file=model_path))
-    return Bundle(model=model, metadata=metadata, schema=Schema.from_dict(metadata["schema"]))
+    schema = Schema.from_dict(metadata["schema"])
+    return Bundle(directory=directory, metadata=metadata, schema=schema)
+
+
+def _classes(model: Pipeline) -> list[Any]:
+    """The classifier's classes in the order of its probability columns (JSON values)."""
+    classes = getattr(model, "classes_", None)
+    return [] if classes is None else [c.item() if hasattr(c, "item") else c for c in classes]

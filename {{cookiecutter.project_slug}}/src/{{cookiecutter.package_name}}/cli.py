@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -44,6 +45,9 @@ def data() -> None:
 @stage
 def train() -> None:
     """Train a baseline and a tuned model, track them in MLflow, export the champion."""
+    # OpenMP threads spin while they wait for work, taking CPU from everything else on a busy
+    # machine; passive ones sleep. Read once, when scikit-learn loads OpenMP: set it before.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     from .pipeline.train import train as run_training
 
     run_training(get_settings())

@@ -25,6 +25,7 @@ from .errors import UserError
 
 Task = Literal["classification", "regression"]
 ModelFamily = Literal["hist_gradient_boosting", "random_forest", "linear"]
+Runtime = Literal["onnx", "sklearn"]
 
 
 class ConfigError(UserError):
@@ -65,6 +66,7 @@ class MlflowSettings(Section):
 
 
 class ServingSettings(Section):
+    runtime: Runtime = "onnx"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)

@@ -6,14 +6,34 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built: serving with ONNX runs without it
+    import pandas as pd
 
 Kind = Literal["numeric", "categorical"]
 DType = Literal["integer", "float", "string"]
 MAX_LISTED_CATEGORIES = 50
+MISSING_CATEGORY = "missing"
+
+
+def as_float32(values: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Numbers as the model reads them: float32, what the ONNX model computes in. Training sees
+    the same values, so a number on a tree's split threshold goes the same way in both."""
+    with np.errstate(over="ignore"):  # beyond float32: infinite, which scoring refuses
+        return values.astype(np.float32)
+
+
+def category_text(value: Any) -> str:
+    """A category as the model reads it: its text, or MISSING_CATEGORY when it is missing.
+
+    The one place missing categories are filled: training, evaluation, both serving runtimes and
+    monitoring all go through it, so they can never disagree (and ONNX needs text, not NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING_CATEGORY
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -71,22 +91,40 @@ class Schema:
         return cls(target, task, features, classes, others)
 
     def frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
-        """Rows as the model expects them: schema column order, missing values as NaN.
+        """Rows as the model expects them: schema column order, missing numbers as NaN, categories
+        as text (`category_text`).
 
         Numbers go into one float block (built ~50x faster than column by column for one row,
         and faster for the model to read); text in a numeric column becomes NaN.
         """
-        numeric, categorical = self.numeric, self.categorical
+        import pandas as pd
+
+        df = pd.DataFrame(self.numbers(records), columns=self.numeric)
+        for name in self.categorical:
+            df[name] = pd.Series([category_text(r.get(name)) for r in records], dtype=object)
+        return df[self.names] if self.categorical else df
+
+    def numbers(self, records: list[dict[str, Any]]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """The numeric features of `records`, one row each in `numeric` order; NaN where a value
+        is missing or not a number, infinite beyond the float32 range (see `as_float32`)."""
+        numeric = self.numeric
         try:
             values = np.array([[r.get(n) for n in numeric] for r in records], dtype=float)
         except (TypeError, ValueError):
-            raw = pd.DataFrame.from_records(records, columns=numeric)
-            values = raw.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-        df = pd.DataFrame(values.reshape(len(records), len(numeric)), columns=numeric)
-        for name in categorical:
-            column = pd.Series([r.get(name) for r in records], dtype=object)
-            df[name] = column.where(column.notna(), np.nan)
-        return df[self.names] if categorical else df
+            values = np.array([[_number(r.get(n)) for n in numeric] for r in records], dtype=float)
+        return as_float32(values.reshape(len(records), len(numeric)))
+
+    def model_input(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The feature columns of a data frame as the model reads them, as `frame` builds them
+        from request rows: what training and evaluation fit and score on."""
+        out = df[self.names].copy()
+        if self.numeric:
+            numbers = out[self.numeric].to_numpy(dtype=float, na_value=np.nan)
+            out[self.numeric] = as_float32(numbers)
+        for name in self.categorical:
+            column = out[name].astype(object)
+            out[name] = column.where(column.notna(), None).map(category_text)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +152,8 @@ class Schema:
 
 
 def _infer_feature(column: pd.Series) -> Feature:
+    import pandas as pd
+
     name = str(column.name)
     nullable = bool(column.isna().any())
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
@@ -132,6 +172,13 @@ def _infer_feature(column: pd.Series) -> Feature:
     return Feature(
         name=name, kind="categorical", dtype="string", nullable=nullable, categories=categories
     )
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _finite(value: Any) -> float | None:

@@ -14,9 +14,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from pydantic_core import from_json, to_json
 from sqlalchemy import (
     Column,
@@ -36,6 +35,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from .errors import UserError
+
+if TYPE_CHECKING:  # only monitoring reads the log back into a frame; the service never does
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,8 @@ class PredictionLog:
     def read_latest(self, n: int) -> pd.DataFrame:
         """The latest `n` logged rows, oldest first: created_at, model_version, prediction and
         one column per feature."""
+        import pandas as pd
+
         rows: list[Any] = []
         if self._has_table():
             query = select(predictions).order_by(predictions.c.id.desc()).limit(n)

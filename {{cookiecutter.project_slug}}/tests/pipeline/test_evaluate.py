@@ -17,7 +17,7 @@ def test_primary_metric_direction() -> None:
 def test_classification_metrics_and_plots(clf_frame: pd.DataFrame, classes: list[str]) -> None:
     clf_frame["target"] = [classes[i % len(classes)] for i in range(len(clf_frame))]
     schema = Schema.infer(clf_frame, "target", "classification")
-    X, y = clf_frame[schema.names], clf_frame["target"]
+    X, y = schema.model_input(clf_frame), clf_frame["target"]
     model = build_pipeline(schema, "linear", random_state=0).fit(X, y)
     metrics = compute_metrics("classification", model, X, y)
     assert {"accuracy", "f1_macro"} <= metrics.keys()
@@ -30,7 +30,7 @@ def test_classification_metrics_and_plots(clf_frame: pd.DataFrame, classes: list
 def test_regression_metrics_and_plots(frames: dict[str, pd.DataFrame]) -> None:
     frame = frames["regression"]
     schema = Schema.infer(frame, "target", "regression")
-    X, y = frame[schema.names], frame["target"]
+    X, y = schema.model_input(frame), frame["target"]
     model = build_pipeline(schema, "linear", random_state=0).fit(X, y)
     metrics = compute_metrics("regression", model, X, y)
     assert metrics["rmse"] > 0 and metrics["r2"] > 0.5

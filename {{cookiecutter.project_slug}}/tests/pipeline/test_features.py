@@ -14,7 +14,9 @@ def test_every_family_fits_and_predicts_messy_rows(
 ) -> None:
     frame = frames[task]
     schema = Schema.infer(frame, "target", task)
-    model = build_pipeline(schema, family, random_state=0).fit(frame[schema.names], frame["target"])
+    model = build_pipeline(schema, family, random_state=0).fit(
+        schema.model_input(frame), frame["target"]
+    )
     unseen = schema.frame(
         [
             {"age": None, "visits": 3, "plan": None, "score": 0.5},
@@ -36,6 +38,6 @@ def test_unknown_family_is_an_error(schema: Schema) -> None:
 
 def test_preprocessing_uses_exactly_the_schema_columns(schema: Schema, frame: pd.DataFrame) -> None:
     model = build_pipeline(schema, "linear", random_state=0).fit(
-        frame[schema.names], frame["target"]
+        schema.model_input(frame), frame["target"]
     )
     assert list(model.feature_names_in_) == schema.names

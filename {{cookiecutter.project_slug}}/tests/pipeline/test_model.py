@@ -34,7 +34,7 @@ DEMO = {"builtin:breast_cancer", "builtin:diabetes"}
 class Fitted:
     def __init__(self, settings: Settings, parts: Split, schema: Schema, model: Pipeline) -> None:
         self.settings, self.split, self.schema, self.model = settings, parts, schema, model
-        self.X_test = parts.test[schema.names]
+        self.X_test = schema.model_input(parts.test)
         self.y_test = parts.test[schema.target]
 
 
@@ -54,7 +54,7 @@ def fitted() -> Fitted:
     schema = infer_schema(df, settings)
     parts = split(df, data.target, settings.task, data.test_size, seed=0)
     model = build_pipeline(schema, settings.model.family, random_state=0)
-    model.fit(parts.train[schema.names], parts.train[schema.target])
+    model.fit(schema.model_input(parts.train), parts.train[schema.target])
     return Fitted(settings, parts, schema, model)
 
 
@@ -77,7 +77,7 @@ def assert_same(task: str, actual: np.ndarray, expected: np.ndarray) -> None:
 def test_training_twice_gives_the_same_predictions(fitted: Fitted) -> None:
     schema, train = fitted.schema, fitted.split.train
     again = build_pipeline(schema, fitted.settings.model.family, random_state=0)
-    again.fit(train[schema.names], train[schema.target])
+    again.fit(schema.model_input(train), train[schema.target])
     assert_same(schema.task, again.predict(fitted.X_test), fitted.model.predict(fitted.X_test))
 
 
@@ -125,7 +125,7 @@ def test_the_checks_would_catch_a_model_that_learned_nothing(fitted: Fitted) -> 
     schema, train = fitted.schema, fitted.split.train
     shuffled = train[schema.target].sample(frac=1, random_state=1).to_numpy()
     noise = build_pipeline(schema, fitted.settings.model.family, random_state=0)
-    noise.fit(train[schema.names], pd.Series(shuffled, index=train.index))
+    noise.fit(schema.model_input(train), pd.Series(shuffled, index=train.index))
     columns = [*schema.names, schema.target]
     trivial = trivial_metrics(
         schema.task, train[columns], fitted.split.test[columns], schema.target

@@ -18,8 +18,10 @@ def test_a_worse_model_does_not_take_the_champion_alias(settings: Settings) -> N
     split, schema = read_split(settings.data.processed_dir)
     dummy = DummyClassifier() if schema.task == "classification" else DummyRegressor()
     model = Pipeline([("preprocess", build_preprocessor(schema, "linear")), ("model", dummy)])
-    model.fit(split.train[schema.names], split.train[schema.target])
-    evaluation = evaluate(schema.task, model, split.test[schema.names], split.test[schema.target])
+    model.fit(schema.model_input(split.train), split.train[schema.target])
+    evaluation = evaluate(
+        schema.task, model, schema.model_input(split.test), split.test[schema.target]
+    )
     worse = Candidate("dummy", model, {}, 0.0, "f1_macro", len(split.train), evaluation)
     log_run(settings, worse, split, schema, selected=True)
 

@@ -19,6 +19,7 @@ from {{ cookiecutter.package_name }}.pipeline.train import (
     cross_validation,
     select_best,
     train,
+    training_threads,
 )
 
 
@@ -52,6 +53,10 @@ def test_train_tracks_registers_and_exports(trained: Settings) -> None:
     card = (trained.bundle_dir / "model_card.md").read_text()
     assert f"v{champion.version}" in card and "| metric | baseline | tuned | trivial |" in card
     assert f"`{selected[0]}` is the model served" in card and "cross-validation" in card
+    parity = bundle.metadata["onnx_parity"]
+    assert set(bundle.metadata["files"]) == {"model.skops", "model.onnx"}
+    assert parity["rows"] > 0 and parity["max_abs_diff"] <= parity["tolerance"]
+    assert f"Checked against the\npipeline on the {parity['rows']} test rows" in card
 
 
 def fake_candidate(name: str, cv_score: float, test_score: float, task: str) -> Candidate:
@@ -165,7 +170,9 @@ def test_cross_validation_runs_on_a_sample_of_big_data(
     small = settings.model_copy(
         update={"model": settings.model.model_copy(update={"search_rows": 100})}
     )
-    cv = cross_validation(small, schema, split.train[schema.names], split.train[schema.target])
+    cv = cross_validation(
+        small, schema, schema.model_input(split.train), split.train[schema.target]
+    )
     assert len(cv.X) == len(cv.y) == 100
     assert f"Cross-validating on a sample of 100 of {len(split.train)} rows" in caplog.text
 
@@ -186,3 +193,21 @@ def test_a_new_champion_fills_the_readme_results_between_the_markers(settings: S
     assert "trivial model" in section and "Main features" in section
     assert "demo dataset" not in section  # the settings point at a CSV
     assert "model_card.md" in section
+
+
+def test_small_data_trains_on_one_thread() -> None:
+    assert training_threads(rows=455, features=30) == 1
+    assert training_threads(rows=1_000_000, features=10) is None
+
+
+def test_runtime_sklearn_exports_no_onnx(settings: Settings) -> None:
+    serving = settings.serving.model_copy(update={"runtime": "sklearn"})
+    sklearn_settings = settings.model_copy(update={"serving": serving})
+    prepare(sklearn_settings)
+
+    train(sklearn_settings)
+
+    bundle = load_bundle(sklearn_settings.bundle_dir)
+    assert set(bundle.metadata["files"]) == {"model.skops"}
+    assert bundle.metadata["onnx_parity"] is None
+    assert "serving.runtime: sklearn" in (bundle.directory / "model_card.md").read_text()

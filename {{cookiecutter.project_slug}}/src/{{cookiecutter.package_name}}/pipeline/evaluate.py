@@ -130,8 +130,8 @@ def evaluate_bundle(settings: Settings) -> dict[str, float]:
 
     split, schema = read_split(settings.data.processed_dir)
     bundle = load_bundle(settings.bundle_dir)
-    X, y = split.test[schema.names], split.test[schema.target]
-    result = compute_metrics(settings.task, bundle.model, X, y)
+    X, y = schema.model_input(split.test), split.test[schema.target]
+    result = compute_metrics(settings.task, bundle.load_pipeline(), X, y)
     path = settings.monitoring.reports_dir / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"model_version": bundle.version, "metrics": result}, indent=2))

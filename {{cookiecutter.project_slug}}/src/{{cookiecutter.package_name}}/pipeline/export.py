@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from ..bundle import METADATA_FILE, save_bundle
 from ..config import Settings
 from ..schema import Schema
+from .onnx_export import Parity, export_onnx
 from .processed import Split
 from .registry import Candidate, Promotion
 
@@ -31,10 +32,15 @@ EXPORTED = ("model.*", METADATA_FILE, "sample_request.json", "model_card.md", "*
 
 def export_bundle(
     settings: Settings, champion: Candidate, promotion: Promotion, split: Split, schema: Schema
-) -> Path:
-    """Write the new champion to models/ with a sample request and its plots."""
+) -> tuple[Path, Parity | None]:
+    """Write the new champion to models/ with a sample request and its plots; with
+    serving.runtime onnx, also as ONNX checked against the pipeline on the test rows (its parity
+    figures go into metadata.json and are returned for the model card)."""
     directory = settings.bundle_dir
     _clear(directory)
+    onnx_model, parity = None, None
+    if settings.serving.runtime == "onnx":
+        onnx_model, parity = export_onnx(champion.model, schema, split.test)
     save_bundle(
         champion.model,
         directory,
@@ -43,14 +49,18 @@ def export_bundle(
         run_id=champion.run_id,
         metrics=champion.evaluation.metrics,
         schema=schema,
-        extra={"model_family": settings.model.family},
+        onnx_model=onnx_model,
+        extra={
+            "model_family": settings.model.family,
+            "onnx_parity": None if parity is None else parity.to_dict(),
+        },
     )
     sample = json.loads(split.test[schema.names].head(5).to_json(orient="records"))
     (directory / "sample_request.json").write_text(json.dumps({"instances": sample}, indent=2))
     for file_name, figure in champion.evaluation.figures.items():
         figure.savefig(directory / file_name, dpi=100, bbox_inches="tight")
     log.info("Exported %s v%s to %s/", settings.model.registered_name, promotion.version, directory)
-    return directory
+    return directory, parity
 
 
 def store_with_run(directory: Path, run_id: str) -> None:

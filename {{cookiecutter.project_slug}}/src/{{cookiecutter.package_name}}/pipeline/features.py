@@ -42,20 +42,22 @@ def build_estimator(
 
 
 def build_preprocessor(schema: Schema, family: str) -> ColumnTransformer:
-    """Impute and one-hot encode categories; impute numbers, and scale them for linear models."""
+    """One-hot encode categories; impute numbers, and scale them for linear models.
+
+    Missing categories arrive as text already (`Schema.model_input` / `Schema.frame`), so the
+    encoder sees them as one more category and the pipeline converts to ONNX."""
     numeric: Any = "passthrough"  # HistGradientBoosting handles missing numbers itself, faster
     if family != "hist_gradient_boosting":
         steps: list[Any] = [SimpleImputer(strategy="median", keep_empty_features=True)]
         if family == "linear":
             steps.append(StandardScaler())
         numeric = make_pipeline(*steps)
-    categorical = make_pipeline(
-        SimpleImputer(strategy="constant", fill_value="missing"),
-        OneHotEncoder(
-            handle_unknown="infrequent_if_exist",
-            max_categories=MAX_ONE_HOT_CATEGORIES,
-            sparse_output=False,
-        ),
+    # Past MAX_ONE_HOT_CATEGORIES the rarest share one column; a category never seen in training
+    # is all zeros ("ignore": the one behaviour the ONNX converter reproduces).
+    categorical = OneHotEncoder(
+        handle_unknown="ignore",
+        max_categories=MAX_ONE_HOT_CATEGORIES,
+        sparse_output=False,
     )
     return ColumnTransformer(
         [

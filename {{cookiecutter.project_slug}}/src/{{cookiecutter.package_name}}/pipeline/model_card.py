@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..schema import Schema
 from .evaluate import clearly_better
+from .onnx_export import Parity
 from .processed import Split
 from .registry import Candidate, Promotion
 
@@ -22,6 +23,7 @@ def write_model_card(
     selected: Candidate,
     trivial: dict[str, float],
     cv_folds: int,
+    parity: Parity | None = None,
 ) -> None:
     """Markdown model card of a new champion: data, selection, test metrics, plots."""
     evaluation = selected.evaluation
@@ -75,12 +77,31 @@ def write_model_card(
         "## Plots (test rows)",
         *[f"![{p}]({p})" for p in sorted(evaluation.figures)],
         "",
+        *_serving_lines(parity),
         "## Limitations",
         "- Evaluated on a random held-out split of the same source: it says nothing about data",
         "  that drifts away from it. Watch the served traffic for that.",
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def _serving_lines(parity: Parity | None) -> list[str]:
+    if parity is None:
+        return ["## Serving", "Served as the scikit-learn pipeline (serving.runtime: sklearn).", ""]
+    labels = (
+        ""
+        if parity.label_agreement is None
+        else f"; labels the same on {parity.label_agreement:.2%} of rows"
+        + (f" (the {parity.label_ties} others are ties)" if parity.label_ties else "")
+    )
+    return [
+        "## Serving",
+        "Served as `model.onnx` on onnxruntime (serving.runtime: onnx). Checked against the",
+        f"pipeline on the {parity.rows} test rows: largest difference {parity.max_abs_diff:.2g}"
+        f" (tolerance {parity.tolerance:.0e}){labels}.",
+        "",
+    ]
 
 
 def _target_summary(split: Split, schema: Schema) -> str:

@@ -69,7 +69,9 @@ def log_run(
 ) -> None:
     """One MLflow run per candidate: the data it saw, params, CV and test metrics, plots, the
     model with its signature, and which rows it was trained on."""
-    example = split.train[schema.names].head(5)
+    # Prepared as the model reads rows; numbers typed float64 so MLflow's signature accepts
+    # the JSON numbers `mlflow models serve` is sent (float32 would refuse them).
+    example = schema.model_input(split.train.head(5)).astype(dict.fromkeys(schema.numeric, float))
     source = safe_source(settings.data.source)
     with mlflow.start_run(run_name=candidate.name) as run:
         mlflow.set_tags({"selected": str(selected).lower(), "selected_by": "cross-validation"})
@@ -146,7 +148,7 @@ def _reason_to_keep(champion: Any, best: Candidate, split: Split, schema: Schema
                 f"only {len(fresh)} of the {len(split.test)} test rows are new to the champion, "
                 f"too few (< {MIN_COMPARE_ROWS}) to compare them fairly: the data changed."
             )
-        X, y = fresh[schema.names], fresh[schema.target]
+        X, y = schema.model_input(fresh), fresh[schema.target]
         old = compute_metrics(schema.task, model, X, y)[metric]
     except (KeyError, ValueError) as exc:
         log.warning("Champion v%s cannot score the current data (%s).", champion.version, exc)

@@ -29,7 +29,7 @@ def main_features(
     test = split.test.sample(n=min(IMPORTANCE_ROWS, len(split.test)), random_state=seed)
     result = permutation_importance(
         model,
-        test[schema.names],
+        schema.model_input(test),
         test[schema.target],
         scoring=scoring,
         n_repeats=5,

@@ -22,6 +22,7 @@ from sklearn.model_selection import (
     train_test_split,
 )
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from ..config import Settings
 from ..schema import Schema
@@ -36,6 +37,11 @@ from .results import main_features, results_section, write_results
 log = logging.getLogger(__name__)
 # What cross-validation maximises: the primary metric of each task, signed so higher is better.
 CV_SCORING = {"classification": "f1_macro", "regression": "neg_root_mean_squared_error"}
+# HistGradientBoosting's OpenMP threads spin while they wait for work: on small data, or on a
+# machine other processes keep busy, extra threads make training many times slower (one fit:
+# 18.8 s with every thread vs 1.0 s with one, on a busy 2-core machine). Below this many values
+# (rows x features) training uses one thread.
+ONE_THREAD_BELOW_VALUES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ def tune(settings: Settings, schema: Schema, cv: CrossValidation) -> tuple[dict[
 def fit_candidates(settings: Settings, split: Split, schema: Schema) -> list[Candidate]:
     """Baseline (the family's defaults) and tuned, each scored by CV, then fit on every
     training row and evaluated once on the test rows."""
-    X, y = split.train[schema.names], split.train[schema.target]
+    X, y = schema.model_input(split.train), split.train[schema.target]
     family, seed = settings.model.family, settings.random_state
     cv = cross_validation(settings, schema, X, y)
     baseline_score = cv.score(build_pipeline(schema, family, seed))
@@ -114,7 +120,7 @@ def fit_candidates(settings: Settings, split: Split, schema: Schema) -> list[Can
     ]:
         model = build_pipeline(schema, family, seed, params).fit(X, y)
         evaluation = evaluate(
-            schema.task, model, split.test[schema.names], split.test[schema.target]
+            schema.task, model, schema.model_input(split.test), split.test[schema.target]
         )
         log.info("%s: cv %s=%.4f; test %s", name, cv.scoring, score, _fmt(evaluation.metrics))
         candidates.append(Candidate(name, model, params, score, cv.scoring, len(cv.y), evaluation))
@@ -131,7 +137,8 @@ def train(settings: Settings) -> TrainResult:
     """The `train` stage."""
     split, schema = read_split(settings.data.processed_dir)
     start_tracking(settings)
-    candidates = fit_candidates(settings, split, schema)
+    with threadpool_limits(limits=training_threads(len(split.train), len(schema.names))):
+        candidates = fit_candidates(settings, split, schema)
     columns = [*schema.names, schema.target]
     trivial = trivial_metrics(schema.task, split.train[columns], split.test[columns], schema.target)
     best = select_best(candidates)
@@ -174,7 +181,7 @@ def publish(
     trivial: dict[str, float],
 ) -> None:
     """A new champion: models/, its model card, the README's Results, a copy with its run."""
-    directory = export_bundle(settings, best, promotion, split, schema)
+    directory, parity = export_bundle(settings, best, promotion, split, schema)
     write_model_card(
         directory / "model_card.md",
         name=settings.model.registered_name,
@@ -185,6 +192,7 @@ def publish(
         selected=best,
         trivial=trivial,
         cv_folds=settings.model.cv,
+        parity=parity,
     )
     store_with_run(directory, best.run_id)
     seed = settings.random_state
@@ -202,6 +210,11 @@ def publish(
     )
     if write_results(Path("README.md"), section):
         log.info("README.md: the Results section now shows v%s.", promotion.version)
+
+
+def training_threads(rows: int, features: int) -> int | None:
+    """1 for small data, else None (no limit: every core)."""
+    return 1 if rows * features < ONE_THREAD_BELOW_VALUES else None
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -24,7 +24,8 @@ from ..config import Settings, get_settings
 from ..errors import UserError
 from .body import read_instances
 from .metrics import MetricsMiddleware, render
-from .predictor import NotScorableError, Predictor
+from .predictor import Predictor
+from .runtimes import NotScorableError
 from .schemas import HealthResponse, MetadataResponse, PredictResponse, ReadyResponse
 
 log = logging.getLogger(__name__)

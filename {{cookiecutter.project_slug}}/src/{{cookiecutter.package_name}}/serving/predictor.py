@@ -11,15 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import sklearn
 from pydantic import BaseModel
 
 from ..bundle import Bundle, BundleError, load_bundle
 from ..config import Settings
 from ..store import PredictionLog, PredictionRecord
 from .metrics import observe_predictions
+from .runtimes import Runtime, Scores, load_runtime
 from .schemas import PredictResponse, request_model
 
 log = logging.getLogger(__name__)
@@ -28,15 +26,12 @@ BYTES_PER_VALUE = 256
 BODY_SLACK_BYTES = 65_536
 
 
-class NotScorableError(ValueError):
-    """Valid values the model still cannot score (e.g. 1e308 overflows float32 trees)."""
-
-
 @dataclass(frozen=True)
 class Predictor:
-    """A verified bundle, ready to score; what /predict needs."""
+    """A verified bundle and the runtime that scores with it; what /predict needs."""
 
     bundle: Bundle
+    runtime: Runtime
     request_model: type[BaseModel]
     prediction_log: PredictionLog
     max_body_bytes: int
@@ -49,27 +44,20 @@ class Predictor:
                 f"{settings.bundle_dir}/ holds a {bundle.schema.task} model but config.yaml says "
                 f"task: {settings.task}. Run `make train` to export a matching model."
             )
-        trained_with = bundle.metadata.get("sklearn_version")
-        if trained_with and trained_with != sklearn.__version__:
-            log.warning(
-                "The model was trained with scikit-learn %s, this is %s: retrain if in doubt.",
-                trained_with,
-                sklearn.__version__,
-            )
-        # One request is scored by one thread; parallelism comes from concurrent requests.
-        params = bundle.model.get_params()
-        bundle.model.set_params(**{key: 1 for key in params if key.endswith("n_jobs")})
+        runtime = load_runtime(settings.serving.runtime, bundle)
         prediction_log = PredictionLog(settings.serving.prediction_log_url)
         prediction_log.start()
         batch = settings.serving.max_batch_size
         log.info(
-            "Serving model %s version %s from %s/",
+            "Serving model %s version %s from %s/ with %s",
             bundle.metadata.get("name"),
             bundle.version,
             settings.bundle_dir,
+            type(runtime).__name__,
         )
         return cls(
             bundle=bundle,
+            runtime=runtime,
             request_model=request_model(bundle.schema, batch),
             prediction_log=prediction_log,
             max_body_bytes=batch * len(bundle.schema.features) * BYTES_PER_VALUE + BODY_SLACK_BYTES,
@@ -78,7 +66,7 @@ class Predictor:
     def predict(self, instances: list[dict[str, Any]]) -> PredictResponse:
         """Score validated rows, queue them for the prediction log, count them in the metrics."""
         version = self.bundle.version
-        predictions, probabilities = self.score(self.bundle.schema.frame(instances))
+        predictions, probabilities = self.score(instances)
         request_id = uuid.uuid4().hex
         created_at = datetime.now(UTC)
         self.prediction_log.log(
@@ -96,28 +84,6 @@ class Predictor:
             request_id=request_id,
         )
 
-    def score(self, frame: pd.DataFrame) -> tuple[list[Any], list[dict[str, float]] | None]:
+    def score(self, instances: list[dict[str, Any]]) -> Scores:
         """Predictions as JSON-ready values, and each class's probability for classifiers."""
-        model = self.bundle.model
-        with np.errstate(all="ignore"):  # an overflow shows as a non-finite output, checked below
-            try:
-                if self.bundle.schema.task != "classification":
-                    values = model.predict(frame)
-                    _check_finite(values)
-                    return values.tolist(), None
-                proba = model.predict_proba(frame)
-            except ValueError as exc:  # e.g. a value beyond float32 in a tree model
-                raise NotScorableError(str(exc)) from exc
-        _check_finite(proba)
-        classes = model.classes_
-        keys = [str(c) for c in classes]
-        # classes_[argmax(proba)] is what predict() does: one pass through the model, not two.
-        return (
-            classes.take(proba.argmax(axis=1)).tolist(),
-            [dict(zip(keys, row, strict=True)) for row in proba.tolist()],
-        )
-
-
-def _check_finite(outputs: np.ndarray[Any, Any]) -> None:
-    if not np.isfinite(outputs).all():
-        raise NotScorableError("the model's output is not a finite number")
+        return self.runtime.score(instances)
