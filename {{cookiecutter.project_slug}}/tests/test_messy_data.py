@@ -13,6 +13,7 @@ from {{ cookiecutter.package_name }}.bundle import save_bundle
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
 from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
+from {{ cookiecutter.package_name }}.pipeline.onnx_export import export_onnx
 from {{ cookiecutter.package_name }}.pipeline.processed import read_split
 from {{ cookiecutter.package_name }}.serving.app import create_app
 from {{ cookiecutter.package_name }}.store import PredictionLog
@@ -27,8 +28,16 @@ def serve_churn_model(settings: Settings) -> tuple[list[dict[str, Any]], list[st
     split, _ = read_split(settings.data.processed_dir)
     model = build_pipeline(schema, FAMILY, random_state=0)
     model.fit(schema.model_input(split.train), split.train[schema.target])
+    onnx_model, _ = export_onnx(model, schema, split.test)  # served by onnxruntime, as by default
     save_bundle(
-        model, settings.bundle_dir, name="churn", version="1", run_id="r", metrics={}, schema=schema
+        model,
+        settings.bundle_dir,
+        name="churn",
+        version="1",
+        run_id="r",
+        metrics={},
+        schema=schema,
+        onnx_model=onnx_model,
     )
     whole_rows = split.test.drop(columns=schema.target)
     return json.loads(whole_rows.to_json(orient="records")), schema.names
