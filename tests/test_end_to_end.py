@@ -203,7 +203,8 @@ def test_make_train_tracks_runs_and_registers_a_champion(trained: Path) -> None:
 
 def test_make_train_exports_a_self_contained_bundle(trained: Path) -> None:
     models = trained / "models"
-    for name in ("model.skops", "metadata.json", "sample_request.json", "model_card.md"):
+    files = ("model.skops", "model.onnx", "metadata.json", "sample_request.json", "model_card.md")
+    for name in files:
         assert (models / name).is_file(), f"models/{name} missing"
     metadata = json.loads((models / "metadata.json").read_text())
     with closing(sqlite3.connect(trained / "mlflow.db")) as db:
@@ -211,7 +212,10 @@ def test_make_train_exports_a_self_contained_bundle(trained: Path) -> None:
             "SELECT version FROM registered_model_aliases WHERE alias = 'champion'"
         ).fetchone()
     assert metadata["version"] == str(champion)
-    assert metadata["sha256"] == hashlib.sha256((models / "model.skops").read_bytes()).hexdigest()
+    for name in ("model.skops", "model.onnx"):  # each model file, checked when it is loaded
+        digest = hashlib.sha256((models / name).read_bytes()).hexdigest()
+        assert metadata["files"][name] == digest, name
+    assert metadata["onnx_parity"]["max_abs_diff"] <= metadata["onnx_parity"]["tolerance"]
     assert len(sample_request(trained)["instances"]) == 5
 
 
