@@ -67,11 +67,11 @@ def test_clearly_better_than_ignoring_the_features(fitted: Fitted) -> None:
 
 
 def assert_same(task: str, actual: np.ndarray, expected: np.ndarray) -> None:
-    """Classes exactly; values up to float rounding (a batch may sum in another order)."""
+    """Classes exactly; values up to float32 rounding (a batch may sum in another order)."""
     if task == "classification":
         np.testing.assert_array_equal(actual, expected)
     else:
-        np.testing.assert_allclose(actual, expected, rtol=1e-9)
+        np.testing.assert_allclose(actual, expected, rtol=1e-5)
 
 
 def test_training_twice_gives_the_same_predictions(fitted: Fitted) -> None:
