@@ -29,7 +29,13 @@ def test_mask_urls_masks_every_url_in_a_text() -> None:
 
 def test_every_log_line_is_masked_whoever_logs_it() -> None:
     record = logging.LogRecord(
-        "sqlalchemy.engine", logging.ERROR, __file__, 1, "cannot open %s", ("mysql://u:pw@h/db",), None
+        "sqlalchemy.engine",
+        logging.ERROR,
+        __file__,
+        1,
+        "cannot open %s",
+        ("mysql://u:pw@h/db",),
+        None,
     )
 
     assert MaskSecrets().filter(record)

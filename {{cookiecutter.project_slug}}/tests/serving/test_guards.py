@@ -25,7 +25,9 @@ KEY = "k3y-for-tests"
 
 @pytest.fixture
 def row(frame: pd.DataFrame, schema: Schema) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads(frame[schema.names].dropna().head(1).to_json(orient="records"))[0]
+    record: dict[str, Any] = json.loads(
+        frame[schema.names].dropna().head(1).to_json(orient="records")
+    )[0]
     return record
 
 

@@ -269,7 +269,9 @@ def test_over_the_concurrency_limit_is_a_503_at_once_and_slow_bodies_time_out(
     env = {**clean_env(), "ML_SERVING__MAX_CONCURRENCY": "1", "ML_SERVING__REQUEST_TIMEOUT": "2"}
     command = [sys.executable, "-m", PACKAGE, "serve", "--port", str(port)]
     with (tmp_path / "server.log").open("wb") as server_log:
-        server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=server_log, stderr=server_log)
+        server = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=server_log, stderr=server_log
+        )
         try:
             wait_ready(base_url, server)
             with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
