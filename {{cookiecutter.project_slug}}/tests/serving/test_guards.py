@@ -63,6 +63,13 @@ def test_with_an_api_key_reading_routes_stay_open(keyed: TestClient, path: str) 
     assert keyed.get(path).status_code == 200
 
 
+def test_docs_can_send_the_api_key(keyed: TestClient) -> None:
+    spec = keyed.get("/openapi.json").json()
+
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert spec["paths"]["/predict"]["post"]["security"] == [{"HTTPBearer": []}]
+
+
 def test_without_an_api_key_predict_is_open(
     settings: Settings, bundle_dir: Path, row: dict[str, Any]
 ) -> None:
