@@ -3,7 +3,6 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +11,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from skops import io as sio
 
+from conftest import Payload, replace_model
 from {{ cookiecutter.package_name }}.bundle import (
     METADATA_FILE,
     MODEL_FILE,
@@ -19,7 +19,6 @@ from {{ cookiecutter.package_name }}.bundle import (
     BundleError,
     load_bundle,
     save_bundle,
-    sha256,
 )
 from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.schema import Schema
@@ -96,27 +95,6 @@ def test_every_pipeline_of_the_template_loads_with_the_allowlist(
     assert type(loaded[-1]) is type(model[-1])
 
 
-class Payload:
-    """What an attacker would put in a model file: code that runs when the object is built."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"marker": self.marker}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        Path(state["marker"]).write_text("code ran")
-
-
-def replace_model(bundle_dir: Path, model: Any) -> None:
-    """Swap model.skops as someone who can write models/ would: metadata.json updated too."""
-    sio.dump(model, bundle_dir / MODEL_FILE)
-    metadata = json.loads((bundle_dir / METADATA_FILE).read_text())
-    metadata["files"][MODEL_FILE] = sha256(bundle_dir / MODEL_FILE)
-    (bundle_dir / METADATA_FILE).write_text(json.dumps(metadata))
-
-
 def test_a_model_file_with_other_types_is_refused_and_runs_no_code(
     bundle_dir: Path, tmp_path: Path
 ) -> None:
@@ -126,7 +104,7 @@ def test_a_model_file_with_other_types_is_refused_and_runs_no_code(
     with pytest.raises(BundleError) as refused:
         load_bundle(bundle_dir).load_pipeline()
 
-    assert f"{__name__}.Payload" in str(refused.value)
+    assert "conftest.Payload" in str(refused.value)
     assert "serving.trusted_types" in str(refused.value)
     assert not marker.exists()
     # The file is a real attack: trusting whatever it lists (as a loader may) runs its code.

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from sklearn.pipeline import Pipeline
 
+from conftest import Payload, replace_model
 from {{ cookiecutter.package_name }}.bundle import ONNX_FILE, load_bundle
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.schema import Schema
@@ -322,6 +324,22 @@ def test_not_ready_when_the_bundle_is_not_the_pinned_one(
     assert ready.status_code == 503
     assert "serving.model_sha256" in caplog.text
     assert "metadata.json" not in ready.text
+
+
+def test_a_model_file_that_would_run_code_is_not_loaded(
+    settings: Settings, bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = tmp_path / "marker"
+    replace_model(bundle_dir, Pipeline([("evil", Payload(marker))]))
+    serving = settings.serving.model_copy(update={"runtime": "sklearn"})
+
+    with TestClient(create_app(settings.model_copy(update={"serving": serving}))) as client:
+        ready = client.get("/ready")
+
+    assert ready.status_code == 503
+    assert "conftest.Payload" in caplog.text
+    assert "serving.trusted_types" in caplog.text
+    assert not marker.exists()
 
 
 def test_not_ready_when_the_model_is_for_another_task(
