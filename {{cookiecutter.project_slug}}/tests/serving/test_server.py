@@ -263,7 +263,8 @@ def test_over_the_concurrency_limit_is_a_503_at_once_and_slow_bodies_time_out(
 ) -> None:
     """One request in flight at most: a client that sends its headers but not its body holds
     the slot (the server asks for the body with `100 Continue`), so the next request is refused
-    with 503 and Retry-After instead of waiting; the slow one gets 408 after the timeout."""
+    with 503 and Retry-After instead of waiting (not /health); the slow one gets 408 after the
+    timeout."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = {**clean_env(), "ML_SERVING__MAX_CONCURRENCY": "1", "ML_SERVING__REQUEST_TIMEOUT": "2"}
@@ -281,10 +282,11 @@ def test_over_the_concurrency_limit_is_a_503_at_once_and_slow_bodies_time_out(
                 )
                 assert slow.recv(1024).startswith(b"HTTP/1.1 100 Continue")
                 started = time.monotonic()
-                busy = httpx.get(f"{base_url}/health", timeout=30)
+                busy = httpx.get(f"{base_url}/metadata", timeout=30)
                 answered_in = time.monotonic() - started
+                alive = httpx.get(f"{base_url}/health", timeout=30)
                 late = slow.recv(4096)
-            after = httpx.get(f"{base_url}/health", timeout=30)
+            after = httpx.get(f"{base_url}/metadata", timeout=30)
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
         finally:
@@ -296,5 +298,6 @@ def test_over_the_concurrency_limit_is_a_503_at_once_and_slow_bodies_time_out(
     assert busy.headers["Retry-After"] == "1"
     assert "busy" in busy.json()["detail"]
     assert answered_in < 2  # refused at once, not queued behind the slow request
+    assert alive.status_code == 200  # liveness is never refused
     assert late.startswith(b"HTTP/1.1 408")
     assert after.status_code == 200

@@ -4,7 +4,8 @@
   serving.api_key is set (401), and a JSON body only (415), so a web page cannot post rows with
   a plain cross-site form.
 - `Limits`: at most serving.max_concurrency requests in flight per worker, the rest answered 503
-  with Retry-After at once (not queued without bound), and each request answered within
+  with Retry-After at once (not queued without bound; /health and /metrics are never refused,
+  so a busy worker is not restarted as dead), and each request answered within
   serving.request_timeout seconds (408 for a client still sending, else 503).
 - `HeadAsGet`: HEAD on any GET route answers its headers, as HTTP says (FastAPI adds no HEAD).
 - `short_validation_errors`: a 422 echoes at most a short prefix of a bad value, never the body.
@@ -28,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger(__name__)
 JSON = "application/json"
 RETRY_AFTER_SECONDS = 1
+UNLIMITED = ("/health", "/metrics")  # liveness and monitoring must answer under load
 ECHO_CHARS = 40  # of a bad value, in a 422
 
 
@@ -73,7 +75,7 @@ class Limits:
         self.in_flight = 0  # one event loop per worker: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in UNLIMITED:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_concurrency:
