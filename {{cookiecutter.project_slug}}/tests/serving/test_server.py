@@ -287,6 +287,7 @@ def test_over_the_concurrency_limit_is_a_503_at_once_and_slow_bodies_time_out(
                 alive = httpx.get(f"{base_url}/health", timeout=30)
                 late = slow.recv(4096)
             after = httpx.get(f"{base_url}/metadata", timeout=30)
+            head = httpx.head(f"{base_url}/metadata", timeout=30)
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
         finally:
@@ -301,3 +302,5 @@ def test_over_the_concurrency_limit_is_a_503_at_once_and_slow_bodies_time_out(
     assert alive.status_code == 200  # liveness is never refused
     assert late.startswith(b"HTTP/1.1 408")
     assert after.status_code == 200
+    assert head.status_code == 200 and head.content == b""  # HEAD over real HTTP too
+    assert head.headers["content-length"] == after.headers["content-length"]

@@ -135,8 +135,8 @@ async def short_validation_errors(request: Request, exc: Exception) -> JSONRespo
     return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
 
 
-def _short(error: Any) -> Any:
-    if not isinstance(error, dict) or "input" not in error:
+def _short(error: dict[str, Any]) -> dict[str, Any]:
+    if "input" not in error:
         return error
     error = dict(error)
     value = error.pop("input")
