@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 USER = "mle"  # the superuser initdb creates; its password is random per server
-SERVER_TOOLS = ("initdb", "pg_ctl", "createdb")
+SERVER_TOOLS = ("initdb", "pg_ctl", "createdb", "psql")
 
 
 def _bin_dir() -> Path:
@@ -67,7 +67,7 @@ class PostgresServer:
         return f"{driver}://{USER}:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PGPASSWORD": self.password, "LC_ALL": "C"}
+        env = {**os.environ, "PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "10", "LC_ALL": "C"}
         command = [*self._as, str(self.bin_dir / tool), *args]
         result = subprocess.run(
             command, capture_output=True, text=True, env=env, cwd=self.root, check=False
@@ -114,6 +114,14 @@ class PostgresServer:
         """Create a database owned by USER; return its SQLAlchemy URL."""
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, name)
         return self.url(name)
+
+    def sql(self, database: str, statement: str) -> str:
+        """Run SQL with psql over TCP (the tests' own Python has no PostgreSQL driver); its
+        unaligned output without headers, e.g. "42" for `SELECT count(*) ...`."""
+        return self._run(
+            "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", database,
+            "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", statement,
+        ).stdout.strip()  # fmt: skip
 
     def pids(self) -> list[int]:
         """The postmaster first, then its children (backends, checkpointer, ...); [] if down."""

@@ -32,8 +32,8 @@ def test_server_lifecycle_and_faults() -> None:
         assert server.url("app") == (
             f"postgresql+psycopg://{USER}:{server.password}@127.0.0.1:{server.port}/app"
         )
-        assert query(server, "app", "create table t (x int); insert into t values (1); "
-                     "select count(*) from t") == "1"  # fmt: skip
+        assert server.sql("app", "create table t (x int); insert into t values (1); "
+                          "select count(*) from t") == "1"  # fmt: skip
         assert fails(server, password="wrong")
 
         server.freeze()
