@@ -41,7 +41,7 @@ def project(bake: Callable[..., Path]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def env(project: Path, generated_python: Path, postgres: PostgresServer) -> dict[str, str]:
+def env(project: Path, postgres: PostgresServer) -> dict[str, str]:
     """A learner's shell pointed at the team's servers through the environment only."""
     skip = ("ML_", "PYTEST", "VIRTUAL_ENV", "CONFIG_FILE", "MLFLOW_")
     return {
