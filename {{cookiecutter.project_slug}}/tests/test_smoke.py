@@ -35,6 +35,7 @@ class Service(ThreadingHTTPServer):
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.asleep_for = 0  # the first N calls of /ready answer 503, like a waking instance
         self.calls: dict[str, int] = {}
+        self.authorizations: list[str | None] = []
         self.routes: dict[str, Route] = {
             "/health": lambda _: (200, {"status": "ok"}),
             "/ready": self.ready,
@@ -55,6 +56,7 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(None)
 
     def do_POST(self) -> None:
+        self.server.authorizations.append(self.headers.get("Authorization"))
         length = int(self.headers.get("Content-Length", 0))
         self.answer(json.loads(self.rfile.read(length)))
 
@@ -196,3 +198,9 @@ def test_cli_reads_the_sample_next_to_the_model_and_fails_in_one_line(
     assert failed.exit_code == 1
     errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
     assert errors == ["/metadata: answered 404, expected 200 ({'detail': 'Not Found'})"]
+
+
+def test_sends_the_api_key_to_predict(service: Service, sample: Path) -> None:
+    smoke(service.url, sample, requests=2, wait=5, api_key="k3y")
+
+    assert service.authorizations == ["Bearer k3y", "Bearer k3y"]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from {{ cookiecutter.package_name }}.cli import app
@@ -25,6 +26,7 @@ class Recorder(ThreadingHTTPServer):
 
     status = 200
     batches: list[list[dict[str, Any]]]
+    authorizations: list[str | None]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -33,6 +35,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         instances = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["instances"]
         self.server.batches.append(instances)
+        self.server.authorizations.append(self.headers.get("Authorization"))
         body = {"predictions": [0] * len(instances), "model_version": "7"}
         if self.server.status != 200:
             body = {"detail": "instances.0.age: Input should be a valid number"}
@@ -51,6 +54,7 @@ class Handler(BaseHTTPRequestHandler):
 def service() -> Iterator[Recorder]:
     server = Recorder(("127.0.0.1", 0), Handler)
     server.batches = []
+    server.authorizations = []
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield server
@@ -88,6 +92,16 @@ def test_sends_every_held_out_row_once_by_default(
     assert list(got.columns) == list(processed.columns)  # features only, no target
     assert got["age"].isna().any()  # NaN travels as null
     pd.testing.assert_frame_equal(got, processed.reset_index(drop=True), check_dtype=False)
+
+
+def test_sends_the_api_key_of_the_settings(
+    settings: Settings, processed: pd.DataFrame, service: Recorder
+) -> None:
+    serving = settings.serving.model_copy(update={"api_key": SecretStr("k3y")})
+
+    simulate(settings.model_copy(update={"serving": serving}), port=service.server_port, rows=3)
+
+    assert service.authorizations == ["Bearer k3y"]
 
 
 def test_more_rows_than_held_out_repeat_them_with_a_warning(
