@@ -31,6 +31,7 @@ def records(n: int, request_id: str = "r", version: str = "1") -> list[Predictio
     return [
         PredictionRecord(
             request_id=request_id,
+            row_index=i,
             model_version=version,
             features={"age": 40.0 + i, "plan": None if i % 3 else "pro", "visits": i},
             prediction="yes" if i % 2 else "no",
@@ -109,7 +110,7 @@ def test_numpy_values_and_nan_are_stored_as_plain_json(db: Path) -> None:
     store = PredictionLog(f"sqlite:///{db}")
     store.start()
     features = {"a": np.int64(3), "b": np.float32(0.5), "c": float("nan")}
-    store.log([PredictionRecord("r", "1", features, np.float64(2.5))])
+    store.log([PredictionRecord("r", 0, "1", features, np.float64(2.5))])
     store.close()
 
     with sqlite3.connect(db) as conn:
@@ -142,7 +143,7 @@ store = PredictionLog(sys.argv[1])
 store.start()
 def client(t):
     for i in range(100):
-        store.log([PredictionRecord(f"{sys.argv[2]}-{t}-{i}", "1", {"x": i}, i)])
+        store.log([PredictionRecord(f"{sys.argv[2]}-{t}-{i}", 0, "1", {"x": i}, i)])
 threads = [threading.Thread(target=client, args=(t,)) for t in range(3)]
 for t in threads: t.start()
 for t in threads: t.join()

@@ -25,6 +25,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -54,9 +55,12 @@ predictions = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("request_id", Text, nullable=False),
+    Column("row_index", Integer, nullable=False),  # the row's position in its request
+    Column("model_role", Text, nullable=False, server_default="champion"),
     Column("model_version", Text, nullable=False),
     Column("features", Text, nullable=False),  # JSON object: the row as received
     Column("prediction", Text, nullable=False),  # JSON value
+    UniqueConstraint("request_id", "row_index", name="uq_predictions_request_row"),
 )
 
 
@@ -72,11 +76,15 @@ def _now() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class PredictionRecord:
+    """One answered row; `request_id` + `row_index` identify it, so it is logged at most once."""
+
     request_id: str
+    row_index: int
     model_version: str
     features: dict[str, Any]
     prediction: Any
     created_at: datetime = field(default_factory=_now)
+    model_role: str = "champion"  # or "challenger" when a second model answered
 
 
 class PredictionLog:
@@ -193,6 +201,8 @@ class PredictionLog:
             {
                 "created_at": r.created_at,
                 "request_id": r.request_id,
+                "row_index": r.row_index,
+                "model_role": r.model_role,
                 "model_version": r.model_version,
                 "features": _json(r.features),
                 "prediction": _json(r.prediction),

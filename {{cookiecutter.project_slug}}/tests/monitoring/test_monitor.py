@@ -51,7 +51,9 @@ def log_predictions(settings: Settings, features: pd.DataFrame, version: str = "
     store.start()
     store.log(
         [
-            PredictionRecord(request_id=f"r{i}", model_version=version, features=row, prediction=0)
+            PredictionRecord(
+                request_id=f"r{i}", row_index=0, model_version=version, features=row, prediction=0
+            )
             for i, row in enumerate(to_records(features))
         ]
     )

@@ -76,8 +76,8 @@ class Predictor:
         created_at = datetime.now(UTC)
         self.prediction_log.log(
             [
-                PredictionRecord(request_id, version, row, prediction, created_at)
-                for row, prediction in zip(instances, predictions, strict=True)
+                PredictionRecord(request_id, index, version, row, prediction, created_at)
+                for index, (row, prediction) in enumerate(zip(instances, predictions, strict=True))
             ]
         )
         observe_predictions(version, predictions, self.bundle.schema.task)
