@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,14 @@ def test_in_ci_the_message_links_the_run(
     assert webhook.bodies(HOOK)[0]["text"].endswith(
         "See https://github.com/me/project/actions/runs/42"
     )
+
+
+def test_an_empty_url_is_no_webhook(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """CI passes a secret that is not set as an empty string."""
+    caplog.set_level(logging.INFO)
+    assert notify(with_webhook(settings, ""), drift(True), quality(False))
+    assert "No alert sent: set ML_MONITORING__ALERT_WEBHOOK_URL" in caplog.text
+    assert "Alert not sent" not in caplog.text
 
 
 def test_nothing_found_sends_nothing(settings: Settings, webhook: StubServer) -> None:

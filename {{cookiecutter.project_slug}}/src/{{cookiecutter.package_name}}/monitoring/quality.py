@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.core.datasets import BinaryClassification, MulticlassClassification, Regression
 from evidently.presets import ClassificationPreset, RegressionPreset
 from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..bundle import METADATA_FILE, BundleError, load_bundle
@@ -177,6 +179,7 @@ def quality_report(task: str, rows: pd.DataFrame) -> Any:
     """Evidently's classification or regression report on the labelled rows."""
     frame = pd.DataFrame({"actual": rows["actual"], "prediction": rows["prediction"]})
     if task == "regression":
+        frame = frame.astype(float)
         definition = DataDefinition(
             numerical_columns=["actual", "prediction"],
             regression=[Regression(target="actual", prediction="prediction")],
@@ -192,7 +195,9 @@ def quality_report(task: str, rows: pd.DataFrame) -> Any:
             classification=[kind(target="actual", prediction_labels="prediction", **options)],
         )
         preset = ClassificationPreset()
-    return Report([preset]).run(Dataset.from_pandas(frame, data_definition=definition), None)
+    with warnings.catch_warnings():  # Evidently scores R² on one-row slices of its own
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return Report([preset]).run(Dataset.from_pandas(frame, data_definition=definition), None)
 
 
 def _describe(version: str, quality: VersionQuality) -> str:
