@@ -30,6 +30,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from .schema import Schema
 from .store import predictions
@@ -105,7 +106,7 @@ def record(engine: Engine, labels: list[Label], schema: Schema) -> FeedbackResul
             _repeat(result, item, actual, valid[key])
         else:
             valid[key] = actual
-    metadata.create_all(engine)  # checkfirst: a no-op once the table exists
+    _create_table(engine)
     with engine.begin() as conn:
         rows = _logged_rows(conn, {request_id for request_id, _ in valid})
         stored = _stored(conn, list(valid))
@@ -164,6 +165,15 @@ def read_labelled(engine: Engine, n: int) -> pd.DataFrame:
             "actual": pd.Series([from_json(r.actual) for r in rows], dtype=object),
         }
     )
+
+
+def _create_table(engine: Engine) -> None:
+    """CREATE TABLE unless it exists; two workers may race to create it, which is fine."""
+    try:
+        metadata.create_all(engine)
+    except SQLAlchemyError:
+        if not inspect(engine).has_table(feedback.name):
+            raise
 
 
 def _repeat(result: FeedbackResult, item: dict[str, Any], actual: Any, first: Any) -> None:
