@@ -159,6 +159,12 @@ def test_values_that_are_never_a_label(schema: Schema, value: Any) -> None:
         check_actual(value, schema)
 
 
+def test_a_long_value_is_not_echoed_whole(schema: Schema) -> None:
+    with pytest.raises(ValueError, match="actual") as error:
+        check_actual("x" * 100_000, schema)
+    assert len(str(error.value)) < 300
+
+
 def test_whole_numbers_match_integer_classes() -> None:
     schema = Schema(target="t", task="classification", features=(), classes=(0, 1))
 

@@ -75,18 +75,18 @@ def check_actual(value: Any, schema: Schema) -> Any:
     """The label as the model's answers spell it; ValueError says why it cannot be one."""
     if schema.task == "regression":
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"actual must be a number, not {value!r}")
+            raise ValueError(f"actual must be a number, not {value!r:.40}")
         if not math.isfinite(value):
             raise ValueError("actual must be a finite number")
         return float(value)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"actual must be one of the classes, not {value!r}")
+        raise ValueError(f"actual must be one of the classes, not {value!r:.40}")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     classes = {str(c): c for c in schema.classes}
     if str(value) not in classes:
         listed = ", ".join(map(str, schema.classes))
-        raise ValueError(f"actual {value!r} is not a class of the model ({listed})")
+        raise ValueError(f"actual {value!r:.40} is not a class of the model ({listed:.200})")
     return classes[str(value)]
 
 
