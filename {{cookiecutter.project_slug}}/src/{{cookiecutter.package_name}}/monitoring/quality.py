@@ -205,7 +205,8 @@ def _describe(version: str, quality: VersionQuality) -> str:
     if quality.drop is None:
         return f"version {version}: {live} on {quality.labelled_rows} rows (no holdout metric)"
     verdict = "DEGRADED" if quality.degraded else "ok"
+    change = f"{abs(100 * quality.drop):.1f}% {'worse' if quality.drop >= 0 else 'better'}"
     return (
         f"version {version}: {live} on {quality.labelled_rows} rows, "
-        f"{100 * quality.drop:+.1f}% worse than holdout ({verdict})"
+        f"{change} than holdout ({verdict})"
     )
