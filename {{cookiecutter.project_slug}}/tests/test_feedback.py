@@ -125,8 +125,12 @@ def test_unknown_and_invalid_items_are_listed_and_the_rest_stored(
     answer = response.json()
     assert answer["accepted"] == 1
     assert answer["unknown"] == [
-        {"request_id": request_id, "index": 2, "reason": None},
-        {"request_id": "no-such-request", "index": 0, "reason": None},
+        {"request_id": request_id, "index": 2, "reason": "that request had 2 row(s)"},
+        {
+            "request_id": "no-such-request",
+            "index": 0,
+            "reason": "no prediction logged with it (yet)",
+        },
     ]
     assert [(i["index"], i["reason"].split(":")[0]) for i in answer["invalid"]] == [
         (1, f"actual {wrong!r} is not a class of the model ({', '.join(map(str, schema.classes))})")

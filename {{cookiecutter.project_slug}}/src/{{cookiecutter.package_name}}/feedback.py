@@ -120,8 +120,10 @@ def record(engine: Engine, labels: list[Label], schema: Schema) -> FeedbackResul
                 )
                 continue
             row_index = 0 if index is None else index
-            if not 0 <= row_index < count:
-                result.unknown.append(item)
+            if not count:
+                result.unknown.append({**item, "reason": "no prediction logged with it (yet)"})
+            elif row_index >= count:
+                result.unknown.append({**item, "reason": f"that request had {count} row(s)"})
             elif (request_id, row_index) in stored:
                 _repeat(result, item, actual, stored[(request_id, row_index)])
             else:
