@@ -157,6 +157,23 @@ def test_a_malformed_body_is_refused_as_a_whole(
     assert client.post("/feedback", json=body).status_code == status
 
 
+def test_a_database_error_is_a_503_not_a_500(
+    client: TestClient, settings: Settings, frame: pd.DataFrame, schema: Schema
+) -> None:
+    request_id = predict(client, settings, frame, 1)
+    engine = create_engine(settings.serving.prediction_log_url)
+    with engine.begin() as conn:  # the log's table gone: every query on it fails
+        conn.execute(text("ALTER TABLE predictions RENAME TO predictions_moved"))
+
+    item = {"request_id": request_id, "actual": truth(schema, 0)}
+    response = client.post("/feedback", json={"items": [item]})
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "detail": "The prediction log's database is not available: send again later."
+    }
+
+
 @pytest.mark.parametrize("value", [True, None, [1], {"a": 1}, float("inf")])
 def test_values_that_are_never_a_label(schema: Schema, value: Any) -> None:
     with pytest.raises(ValueError, match="actual"):
