@@ -6,6 +6,7 @@ and log path of the image, the registry CD pushes to.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -190,3 +191,22 @@ def test_space_serves_the_pushed_image_on_its_app_port(bake: Callable[..., Path]
     assert froms == [f"FROM {image_of_cd({'repository_owner': 'ada'})}:latest"]
     assert f"ENV PORT={front_matter['app_port']}" in lines
     run([tool("hadolint"), str(space / "Dockerfile")], cwd=project)
+
+
+def test_the_image_serves_only_the_bundle_it_was_built_with(project: Path) -> None:
+    """`make docker-build` passes the sha256 of models/metadata.json, which the image sets as
+    ML_SERVING__MODEL_SHA256: the service refuses any other bundle (the real refusal is a test
+    of the generated project)."""
+    metadata = project / "models" / "metadata.json"
+    metadata.parent.mkdir(exist_ok=True)
+    metadata.write_text('{"version": "1"}')
+    try:
+        dry_run = run(["make", "-n", "docker-build"], cwd=project)
+    finally:
+        metadata.unlink()
+        metadata.parent.rmdir()
+
+    digest = hashlib.sha256(b'{"version": "1"}').hexdigest()
+    assert f"--build-arg MODEL_SHA256={digest} " in dry_run
+    assert "ARG MODEL_SHA256" in (project / "Dockerfile").read_text(encoding="utf-8")
+    assert dockerfile_env(project)["ML_SERVING__MODEL_SHA256"] == "${MODEL_SHA256}"

@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from skops import io as sio
 from threadpoolctl import threadpool_limits
 
-from {{ cookiecutter.package_name }}.bundle import save_bundle
+from {{ cookiecutter.package_name }}.bundle import METADATA_FILE, MODEL_FILE, save_bundle, sha256
 from {{ cookiecutter.package_name }}.config import Settings, get_settings
 from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.pipeline.onnx_export import export_onnx
@@ -280,3 +281,24 @@ def _wait_for_log(settings: Settings, rows: int) -> None:
     while store.count() < rows:
         assert time.monotonic() < deadline, "the rows never reached the prediction log"
         time.sleep(0.02)
+
+
+class Payload:
+    """What an attacker would put in a model file: code that runs when the object is built."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"marker": self.marker}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Path(state["marker"]).write_text("code ran")
+
+
+def replace_model(bundle_dir: Path, model: Any) -> None:
+    """Swap model.skops as someone who can write models/ would: metadata.json updated too."""
+    sio.dump(model, bundle_dir / MODEL_FILE)
+    metadata = json.loads((bundle_dir / METADATA_FILE).read_text())
+    metadata["files"][MODEL_FILE] = sha256(bundle_dir / MODEL_FILE)
+    (bundle_dir / METADATA_FILE).write_text(json.dumps(metadata))

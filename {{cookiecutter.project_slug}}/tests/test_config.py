@@ -19,6 +19,42 @@ def test_environment_overrides_yaml(settings: Settings, monkeypatch: pytest.Monk
     assert get_settings().mlflow.tracking_uri == "sqlite:///elsewhere.db"
 
 
+@pytest.mark.usefixtures("settings")
+def test_the_api_key_and_model_hash_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    digest = "ab" * 32
+    monkeypatch.setenv("ML_SERVING__API_KEY", "k3y")
+    monkeypatch.setenv("ML_SERVING__MODEL_SHA256", digest)
+    get_settings.cache_clear()
+
+    serving = get_settings().serving
+
+    assert serving.api_key is not None and serving.api_key.get_secret_value() == "k3y"
+    assert "k3y" not in repr(serving)
+    assert serving.model_sha256 == digest
+
+
+@pytest.mark.usefixtures("settings")
+def test_empty_variables_leave_them_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Docker build argument left out becomes an empty variable."""
+    monkeypatch.setenv("ML_SERVING__API_KEY", "")
+    monkeypatch.setenv("ML_SERVING__MODEL_SHA256", "")
+    get_settings.cache_clear()
+
+    assert get_settings().serving.api_key is None
+    assert get_settings().serving.model_sha256 is None
+
+
+@pytest.mark.usefixtures("settings")
+def test_a_model_hash_that_is_not_a_sha256_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ML_SERVING__MODEL_SHA256", "models/metadata.json")
+    get_settings.cache_clear()
+
+    with pytest.raises(ConfigError, match=r"serving\.model_sha256"):
+        get_settings()
+
+
 def test_config_file_can_be_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     other = tmp_path / "other.yaml"
     other.write_text("task: regression\ndata:\n  source: builtin:diabetes\n")

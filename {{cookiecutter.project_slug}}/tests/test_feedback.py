@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from {{ cookiecutter.package_name }}.config import Settings
@@ -172,6 +173,21 @@ def test_a_database_error_is_a_503_not_a_500(
     assert response.json() == {
         "detail": "The prediction log's database is not available: send again later."
     }
+
+
+def test_the_write_guards_of_predict_apply(settings: Settings, bundle_dir: Path) -> None:
+    serving = settings.serving.model_copy(update={"api_key": SecretStr("k3y")})
+    body = {"items": [{"request_id": "r", "actual": 1}]}
+    with TestClient(create_app(settings.model_copy(update={"serving": serving}))) as client:
+        no_key = client.post("/feedback", json=body)
+        form = client.post(
+            "/feedback", content=json.dumps(body), headers={"Authorization": "Bearer k3y"}
+        )
+        allowed = client.post("/feedback", json=body, headers={"Authorization": "Bearer k3y"})
+
+    assert no_key.status_code == 401
+    assert form.status_code == 415  # no Content-Type: application/json
+    assert allowed.status_code == 200
 
 
 @pytest.mark.parametrize("value", [True, None, [1], {"a": 1}, float("inf")])

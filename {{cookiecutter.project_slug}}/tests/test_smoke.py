@@ -39,6 +39,11 @@ class Service(StubServer):
         )
         self.asleep_for = 0  # the first N calls of /ready answer 503, like a waking instance
 
+    @property
+    def authorizations(self) -> list[str | None]:
+        """The Authorization header of each POST."""
+        return [h.get("Authorization") for _, body, h in self.received if body is not None]
+
     def ready(self, _: Any) -> tuple[int, Any]:
         if self.calls["/ready"] <= self.asleep_for:
             return 503, {"detail": "waking up"}
@@ -164,3 +169,9 @@ def test_cli_reads_the_sample_next_to_the_model_and_fails_in_one_line(
     assert failed.exit_code == 1
     errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
     assert errors == ["/metadata: answered 404, expected 200 ({'detail': 'Not Found'})"]
+
+
+def test_sends_the_api_key_to_predict(service: Service, sample: Path) -> None:
+    smoke(service.url, sample, requests=2, wait=5, api_key="k3y")
+
+    assert service.authorizations == ["Bearer k3y", "Bearer k3y"]

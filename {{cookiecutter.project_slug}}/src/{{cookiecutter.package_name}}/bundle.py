@@ -6,12 +6,20 @@
 
 Reading the metadata needs neither scikit-learn nor onnxruntime: each serving runtime opens
 only the file it scores with, through `Bundle.path`, which checks the file's hash first.
+
+Whoever can write models/ could rewrite metadata.json too, so two checks do not trust the folder:
+- serving.model_sha256 (ML_SERVING__MODEL_SHA256, set by CI when it builds the image) pins the
+  sha256 of metadata.json, and with it every model file's hash;
+- model.skops loads only the types of this project's pipelines (skops' own safe set plus
+  TRUSTED_TYPES) and serving.trusted_types: an object of any other type is never built, so no code
+  of its class runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,10 +34,20 @@ if TYPE_CHECKING:
 MODEL_FILE = "model.skops"
 ONNX_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
+# What skops does not trust by default but this project's pipelines hold (the trees of forests
+# and of gradient boosting; numpy dtypes of class labels). Found with skops.io.get_untrusted_types.
+TRUSTED_TYPES = (
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+)
 
 
 class BundleError(UserError):
-    """The bundle is missing or does not match its metadata."""
+    """The bundle is missing, does not match its metadata or its pinned sha256, or holds types
+    this project does not load."""
+
+    public = "no usable model bundle"
 
 
 @dataclass(frozen=True)
@@ -37,6 +55,7 @@ class Bundle:
     directory: Path
     metadata: dict[str, Any]
     schema: Schema
+    trusted_types: tuple[str, ...] = ()  # besides TRUSTED_TYPES (serving.trusted_types)
 
     @property
     def version(self) -> str:
@@ -59,11 +78,20 @@ class Bundle:
         return path
 
     def load_pipeline(self) -> Pipeline:
-        """The scikit-learn pipeline; the hash check is what lets us trust the file's types."""
+        """The scikit-learn pipeline, if it holds only types this project trusts."""
         from skops import io as sio
 
         path = self.path(MODEL_FILE)
-        model: Pipeline = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+        trusted = [*TRUSTED_TYPES, *self.trusted_types]
+        # Read from the file's table of contents: nothing in it is imported or run.
+        refused = [name for name in sio.get_untrusted_types(file=path) if name not in trusted]
+        if refused:
+            raise BundleError(
+                f"{path} holds types this project does not load: {', '.join(refused)}. Loading "
+                "them could run their code. If you put them in the model yourself, add them to "
+                "serving.trusted_types in config.yaml."
+            )
+        model: Pipeline = sio.load(path, trusted=trusted)
         return model
 
 
@@ -119,19 +147,30 @@ def save_bundle(
     return metadata_path
 
 
-def load_bundle(directory: Path) -> Bundle:
-    """The bundle's metadata and schema; model files are opened (and verified) by who uses them."""
+def load_bundle(
+    directory: Path, *, expected_sha256: str | None = None, trusted_types: Sequence[str] = ()
+) -> Bundle:
+    """The bundle's metadata and schema; model files are opened (and verified) by who uses them.
+
+    `expected_sha256` (serving.model_sha256) is the sha256 metadata.json must have."""
     metadata_path = directory / METADATA_FILE
     if not metadata_path.is_file():
         raise BundleError(f"No model bundle in {directory}/: run `make train` first.")
-    metadata = json.loads(metadata_path.read_text())
+    content = metadata_path.read_bytes()
+    if expected_sha256 and hashlib.sha256(content).hexdigest() != expected_sha256:
+        raise BundleError(
+            f"{metadata_path} does not have the sha256 in serving.model_sha256 "
+            "(ML_SERVING__MODEL_SHA256): this is not the bundle the service was deployed with. "
+            f"If you exported a new one on purpose, set it to `sha256sum {metadata_path}`."
+        )
+    metadata = json.loads(content)
     if "files" not in metadata:
         raise BundleError(
             f"{metadata_path} comes from an older version of this project: run `make train` to "
             "export the bundle again."
         )
     schema = Schema.from_dict(metadata["schema"])
-    return Bundle(directory=directory, metadata=metadata, schema=schema)
+    return Bundle(directory, metadata, schema, tuple(trusted_types))
 
 
 def _classes(model: Pipeline) -> list[Any]:

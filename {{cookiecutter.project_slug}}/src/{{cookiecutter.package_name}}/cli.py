@@ -92,8 +92,11 @@ def smoke(
     """Check a running service from outside: /health, /ready, /metadata, /predict, latency."""
     from .smoke import smoke as run_smoke
 
-    sample = get_settings().bundle_dir / "sample_request.json"
-    run_smoke(url, sample, requests=requests, wait=wait)
+    settings = get_settings()
+    key = settings.serving.api_key
+    sample = settings.bundle_dir / "sample_request.json"
+    api_key = key.get_secret_value() if key else None
+    run_smoke(url, sample, requests=requests, wait=wait, api_key=api_key)
 {%- if cookiecutter.include_monitoring %}
 
 

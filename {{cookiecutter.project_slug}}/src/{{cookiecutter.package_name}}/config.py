@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -72,6 +79,18 @@ class ServingSettings(Section):
     workers: int = Field(1, ge=1)
     max_batch_size: int = Field(1000, ge=1)
     prediction_log_url: str = "sqlite:///predictions.db"
+    # Guards of the HTTP service (serving/guards.py) and of model loading (bundle.py).
+    api_key: SecretStr | None = None  # set: /predict and other writes need it (Bearer)
+    max_concurrency: int = Field(64, ge=1)  # requests in flight per worker; more get 503
+    request_timeout: float = Field(30, gt=0)  # seconds until a request is answered 408/503
+    model_sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")  # of models/metadata.json
+    trusted_types: list[str] = Field(default_factory=list)  # more types model.skops may hold
+
+    @field_validator("api_key", "model_sha256", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty variable (e.g. a build argument left out) means "not set"."""
+        return None if value in ("", None) else value
 
 
 class MonitoringSettings(Section):

@@ -44,12 +44,17 @@ class SmokeReport:
     p95_ms: float
 
 
-def call(url: str, payload: Any = None, timeout: float = TIMEOUT_SECONDS) -> Answer:
-    """GET `url`, or POST `payload` as JSON; an HTTP error status is an answer, not an error.
+def call(
+    url: str, payload: Any = None, timeout: float = TIMEOUT_SECONDS, api_key: str | None = None
+) -> Answer:
+    """GET `url`, or POST `payload` as JSON (with the API key, if any); an HTTP error status is
+    an answer, not an error.
 
     Raises OSError (URLError, timeouts) when nothing answers."""
     data = None if payload is None else json.dumps(payload).encode()
     headers = {} if data is None else {"Content-Type": "application/json"}
+    if api_key and data is not None:
+        headers["Authorization"] = f"Bearer {api_key}"
     request = urllib.request.Request(url, data=data, headers=headers)
     start = time.perf_counter()
     try:
@@ -107,8 +112,15 @@ def expect(check: str, answer: Answer, keys: list[str]) -> dict[str, Any]:
     return body
 
 
-def smoke(base_url: str, sample_file: Path, requests: int = 20, wait: float = 180) -> SmokeReport:
-    """The `smoke` stage: check /health, /ready, /metadata and /predict, then measure latency."""
+def smoke(
+    base_url: str,
+    sample_file: Path,
+    requests: int = 20,
+    wait: float = 180,
+    api_key: str | None = None,
+) -> SmokeReport:
+    """The `smoke` stage: check /health, /ready, /metadata and /predict, then measure latency.
+    `api_key` is sent to /predict (serving.api_key of the service)."""
     base_url = base_url.rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise SmokeError(f"--url {base_url!r} must start with http:// or https://.")
@@ -124,9 +136,10 @@ def smoke(base_url: str, sample_file: Path, requests: int = 20, wait: float = 18
     try:
         health = expect("/health", call(f"{base_url}/health"), ["status"])
         metadata = expect("/metadata", call(f"{base_url}/metadata"), ["name", "version"])
-        first = check_predict(base_url, sample)
+        first = check_predict(base_url, sample, api_key=api_key)
         latencies = [first.seconds] + [
-            check_predict(base_url, sample, number).seconds for number in range(2, requests + 1)
+            check_predict(base_url, sample, number, api_key).seconds
+            for number in range(2, requests + 1)
         ]
     except OSError as error:
         raise SmokeError(f"{base_url} stopped answering: {error}") from error
@@ -150,9 +163,11 @@ def smoke(base_url: str, sample_file: Path, requests: int = 20, wait: float = 18
     return report
 
 
-def check_predict(base_url: str, sample: dict[str, Any], number: int = 1) -> Answer:
+def check_predict(
+    base_url: str, sample: dict[str, Any], number: int = 1, api_key: str | None = None
+) -> Answer:
     """POST the sample request: one prediction per instance, and the version that answered."""
-    answer = call(f"{base_url}/predict", sample)
+    answer = call(f"{base_url}/predict", sample, api_key=api_key)
     check = "/predict" if number == 1 else f"/predict (request {number})"
     body = expect(check, answer, ["predictions", "model_version"])
     expected = len(sample["instances"])

@@ -32,9 +32,9 @@ from sqlalchemy import (
     make_url,
     select,
 )
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from .errors import UserError
+from .errors import UserError, mask_url, mask_urls
 
 if TYPE_CHECKING:  # only monitoring reads the log back into a frame; the service never does
     import pandas as pd
@@ -62,6 +62,8 @@ predictions = Table(
 
 class PredictionLogError(UserError):
     """The prediction log cannot be opened."""
+
+    public = "the prediction log cannot be opened"
 
 
 def _now() -> datetime:
@@ -222,10 +224,7 @@ class PredictionLog:
 
     @property
     def _safe_url(self) -> str:
-        try:
-            return make_url(self.url).render_as_string(hide_password=True)
-        except ArgumentError:
-            return repr(self.url)
+        return mask_url(self.url)
 
 
 def _json(value: Any) -> str:
@@ -239,7 +238,7 @@ def _plain(value: Any) -> Any:
 
 def _reason(exc: Exception) -> str:
     """The database's own message, without SQLAlchemy's statement dump."""
-    return str(getattr(exc, "orig", None) or exc)
+    return mask_urls(str(getattr(exc, "orig", None) or exc))
 
 
 def _create_engine(url: str) -> Engine:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from conftest import StubServer, serving
@@ -29,6 +30,14 @@ class Recorder(StubServer):
     @property
     def batches(self) -> list[list[dict[str, Any]]]:
         return [body["instances"] for body in self.bodies("/predict")]
+
+    @property
+    def authorizations(self) -> dict[str, list[str | None]]:
+        """The Authorization header of each POST, by path."""
+        found: dict[str, list[str | None]] = {}
+        for path, _, headers in self.received:
+            found.setdefault(path, []).append(headers.get("Authorization"))
+        return found
 
     def predict(self, body: Any) -> tuple[int, Any]:
         if self.status != 200:
@@ -79,6 +88,17 @@ def test_sends_every_held_out_row_once_by_default(
     assert list(got.columns) == list(processed.columns)  # features only, no target
     assert got["age"].isna().any()  # NaN travels as null
     pd.testing.assert_frame_equal(got, processed.reset_index(drop=True), check_dtype=False)
+
+
+def test_sends_the_api_key_of_the_settings(
+    settings: Settings, processed: pd.DataFrame, service: Recorder
+) -> None:
+    serving = settings.serving.model_copy(update={"api_key": SecretStr("k3y")})
+
+    with_key = settings.model_copy(update={"serving": serving})
+    simulate(with_key, port=service.server_port, rows=3, feedback_share=1, feedback_delay=0)
+
+    assert service.authorizations == {"/predict": ["Bearer k3y"], "/feedback": ["Bearer k3y"]}
 
 
 def test_more_rows_than_held_out_repeat_them_with_a_warning(

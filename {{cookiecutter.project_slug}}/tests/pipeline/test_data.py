@@ -48,6 +48,18 @@ def test_bad_sources_say_what_is_wrong(
         load(source, query)
 
 
+@pytest.mark.parametrize("query", [None, "SELECT 1"])
+def test_a_database_password_is_never_shown(query: str | None) -> None:
+    """A real PostgreSQL driver that cannot connect: the message names the URL, masked."""
+    url = "postgresql+psycopg://ml:s3cret-pw@127.0.0.1:1/data"
+
+    with pytest.raises(DataError) as refused:
+        load(url, query)
+
+    assert "postgresql+psycopg://ml:***@127.0.0.1:1/data" in str(refused.value)
+    assert "s3cret-pw" not in str(refused.value)
+
+
 def test_empty_and_unsupported_files_are_rejected(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "data.json").write_text("{}")

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from sklearn.pipeline import Pipeline
 
+from conftest import Payload, replace_model
 from {{ cookiecutter.package_name }}.bundle import ONNX_FILE, load_bundle
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.schema import Schema
@@ -224,11 +226,23 @@ def test_a_huge_body_is_a_413_before_parsing(client: TestClient) -> None:
     assert "fewer instances" in response.json()["detail"]
 
 
-def test_any_content_type_is_read_as_json(client: TestClient, row: dict[str, Any]) -> None:
-    """curl -d sends form encoding by default; the body is JSON all the same."""
-    response = client.post("/predict", content=body(row))
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"],
+)
+def test_predict_takes_json_only(
+    client: TestClient, settings: Settings, row: dict[str, Any], content_type: str | None
+) -> None:
+    """What a web page can post cross-site without asking (a form, plain text) is refused."""
+    headers = {} if content_type is None else {"Content-Type": content_type}
 
-    assert response.status_code == 200
+    response = client.post("/predict", content=body(row), headers=headers)
+
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
+    assert logged(settings).empty
+    charset = {"Content-Type": "application/json; charset=utf-8"}
+    assert client.post("/predict", content=body(row), headers=charset).status_code == 200
 
 
 @pytest.mark.parametrize("value", [1e308, -1e308, 1e38, 10**30])
@@ -276,7 +290,7 @@ def test_not_ready_without_a_bundle(
         metadata = client.get("/metadata")
 
     assert ready.status_code == predict.status_code == metadata.status_code == 503
-    assert "make train" in ready.json()["detail"]
+    assert ready.json() == {"detail": "Not ready: no usable model bundle; the server log says why."}
     assert predict.json() == ready.json()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
@@ -294,12 +308,43 @@ def test_not_ready_when_the_model_file_was_changed(
         ready = client.get("/ready")
 
     assert ready.status_code == 503
-    assert "sha256" in ready.json()["detail"]
-    assert "make train" in ready.json()["detail"]
+    assert "no usable model bundle" in ready.json()["detail"]
     assert "sha256" in caplog.text
+    assert "make train" in caplog.text
 
 
-def test_not_ready_when_the_model_is_for_another_task(settings: Settings, bundle_dir: Path) -> None:
+def test_not_ready_when_the_bundle_is_not_the_pinned_one(
+    settings: Settings, bundle_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    serving = settings.serving.model_copy(update={"model_sha256": "0" * 64})
+
+    with TestClient(create_app(settings.model_copy(update={"serving": serving}))) as client:
+        ready = client.get("/ready")
+
+    assert ready.status_code == 503
+    assert "serving.model_sha256" in caplog.text
+    assert "metadata.json" not in ready.text
+
+
+def test_a_model_file_that_would_run_code_is_not_loaded(
+    settings: Settings, bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = tmp_path / "marker"
+    replace_model(bundle_dir, Pipeline([("evil", Payload(marker))]))
+    serving = settings.serving.model_copy(update={"runtime": "sklearn"})
+
+    with TestClient(create_app(settings.model_copy(update={"serving": serving}))) as client:
+        ready = client.get("/ready")
+
+    assert ready.status_code == 503
+    assert "conftest.Payload" in caplog.text
+    assert "serving.trusted_types" in caplog.text
+    assert not marker.exists()
+
+
+def test_not_ready_when_the_model_is_for_another_task(
+    settings: Settings, bundle_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     other = "regression" if settings.task == "classification" else "classification"
     mismatched = settings.model_copy(update={"task": other})
 
@@ -307,11 +352,11 @@ def test_not_ready_when_the_model_is_for_another_task(settings: Settings, bundle
         ready = client.get("/ready")
 
     assert ready.status_code == 503
-    assert f"task: {other}" in ready.json()["detail"]
+    assert f"task: {other}" in caplog.text
 
 
 def test_not_ready_when_the_log_cannot_be_opened(
-    settings: Settings, bundle_dir: Path, tmp_path: Path
+    settings: Settings, bundle_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
@@ -323,7 +368,26 @@ def test_not_ready_when_the_log_cannot_be_opened(
         ready = client.get("/ready")
 
     assert ready.status_code == 503
-    assert "prediction_log_url" in ready.json()["detail"]
+    assert "prediction log" in ready.json()["detail"]
+    assert str(tmp_path) not in ready.text  # paths and URLs go to the server log only
+    assert "prediction_log_url" in caplog.text
+
+
+def test_a_database_password_is_never_shown(
+    settings: Settings, bundle_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PostgreSQL log that cannot be reached: the log names it without its password."""
+    url = "postgresql+psycopg://ml:s3cret-pw@127.0.0.1:1/predictions"
+    serving = settings.serving.model_copy(update={"prediction_log_url": url})
+
+    with TestClient(create_app(settings.model_copy(update={"serving": serving}))) as client:
+        ready = client.get("/ready")
+
+    assert ready.status_code == 503
+    assert "127.0.0.1" not in ready.text
+    [error] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "postgresql+psycopg://ml:***@127.0.0.1:1/predictions" in error
+    assert "s3cret-pw" not in caplog.text
 
 
 def test_docs_show_the_real_features(client: TestClient, schema: Schema) -> None:

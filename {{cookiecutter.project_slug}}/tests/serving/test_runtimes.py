@@ -12,7 +12,14 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package_name }}.bundle import BundleError, load_bundle, save_bundle
+from {{ cookiecutter.package_name }}.bundle import (
+    METADATA_FILE,
+    ONNX_FILE,
+    BundleError,
+    load_bundle,
+    save_bundle,
+    sha256,
+)
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.serving.runtimes import (
@@ -89,6 +96,29 @@ def test_onnx_without_model_onnx_says_what_to_do(bundle_dir: Path, schema: Schem
 
     with pytest.raises(BundleError, match=r"serving\.runtime: sklearn"):
         load_runtime("onnx", load_bundle(bundle_dir))
+
+
+def test_an_onnx_model_with_a_custom_operator_is_refused(bundle_dir: Path) -> None:
+    """onnxruntime runs only operators it knows; none from a custom library is registered."""
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info
+    node = helper.make_node("Payload", ["x"], ["y"], domain="example.custom")
+    graph = helper.make_graph(
+        [node], "g", [value("x", TensorProto.FLOAT, [1])], [value("y", TensorProto.FLOAT, [1])]
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("example.custom", 1)]
+    (bundle_dir / ONNX_FILE).write_bytes(
+        helper.make_model(graph, opset_imports=opsets).SerializeToString()
+    )
+    metadata = json.loads((bundle_dir / METADATA_FILE).read_text())
+    metadata["files"][ONNX_FILE] = sha256(bundle_dir / ONNX_FILE)
+    (bundle_dir / METADATA_FILE).write_text(json.dumps(metadata))
+
+    with pytest.raises(BundleError, match="standard ONNX operators") as refused:
+        load_runtime("onnx", load_bundle(bundle_dir))
+
+    assert "example.custom:Payload" in str(refused.value)
 
 
 def test_a_number_beyond_float32_cannot_be_scored_by_onnx(

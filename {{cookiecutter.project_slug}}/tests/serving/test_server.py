@@ -256,3 +256,51 @@ def test_serving_imports_nothing_from_training_or_monitoring(
     )
 
     assert result.returncode == 0, result.stderr
+
+
+def test_over_the_concurrency_limit_is_a_503_at_once_and_slow_bodies_time_out(
+    settings: Settings, bundle_dir: Path, tmp_path: Path
+) -> None:
+    """One request in flight at most: a client that sends its headers but not its body holds
+    the slot (the server asks for the body with `100 Continue`), so the next request is refused
+    with 503 and Retry-After instead of waiting (not /health); the slow one gets 408 after the
+    timeout."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {**clean_env(), "ML_SERVING__MAX_CONCURRENCY": "1", "ML_SERVING__REQUEST_TIMEOUT": "2"}
+    command = [sys.executable, "-m", PACKAGE, "serve", "--port", str(port)]
+    with (tmp_path / "server.log").open("wb") as server_log:
+        server = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=server_log, stderr=server_log
+        )
+        try:
+            wait_ready(base_url, server)
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+                slow.sendall(
+                    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 100\r\nExpect: 100-continue\r\n\r\n"
+                )
+                assert slow.recv(1024).startswith(b"HTTP/1.1 100 Continue")
+                started = time.monotonic()
+                busy = httpx.get(f"{base_url}/metadata", timeout=30)
+                answered_in = time.monotonic() - started
+                alive = httpx.get(f"{base_url}/health", timeout=30)
+                late = slow.recv(4096)
+            after = httpx.get(f"{base_url}/metadata", timeout=30)
+            head = httpx.head(f"{base_url}/metadata", timeout=30)
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+
+    assert busy.status_code == 503
+    assert busy.headers["Retry-After"] == "1"
+    assert "busy" in busy.json()["detail"]
+    assert answered_in < 2  # refused at once, not queued behind the slow request
+    assert alive.status_code == 200  # liveness is never refused
+    assert late.startswith(b"HTTP/1.1 408")
+    assert after.status_code == 200
+    assert head.status_code == 200 and head.content == b""  # HEAD over real HTTP too
+    assert head.headers["content-length"] == after.headers["content-length"]

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
-from ..errors import UserError
+from ..errors import UserError, mask_urls
 from ..pipeline.processed import read_reference
 from ..schema import Schema
 from ..store import PredictionLog
@@ -133,7 +133,7 @@ def read_window(url: str, window: int, min_rows: int) -> pd.DataFrame:
             raise MonitoringError(f"No prediction log at {parsed.database}: {hint}.")
         logged = PredictionLog(url).read_latest(window)
     except (SQLAlchemyError, ImportError) as exc:
-        reason = getattr(exc, "orig", None) or exc
+        reason = mask_urls(str(getattr(exc, "orig", None) or exc))
         raise MonitoringError(
             f"Cannot read the prediction log (serving.prediction_log_url): {reason}"
         ) from exc

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..bundle import METADATA_FILE, BundleError, load_bundle
 from ..config import Settings
+from ..errors import mask_urls
 from ..feedback import read_labelled
 from ..pipeline.evaluate import PRIMARY_METRIC
 from ..store import PredictionLog
@@ -119,7 +120,7 @@ def read_window(url: str, window: int) -> pd.DataFrame:
             return pd.DataFrame(columns=["created_at", "model_version", "prediction", "actual"])
         return read_labelled(store.engine, window)
     except (SQLAlchemyError, ImportError) as exc:
-        reason = getattr(exc, "orig", None) or exc
+        reason = mask_urls(str(getattr(exc, "orig", None) or exc))
         raise MonitoringError(
             f"Cannot read the prediction log (serving.prediction_log_url): {reason}"
         ) from exc

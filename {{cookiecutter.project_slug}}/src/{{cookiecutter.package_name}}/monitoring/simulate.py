@@ -67,7 +67,9 @@ def simulate(
     base_url = f"http://{host or settings.serving.host}:{port or settings.serving.port}"
     batch = min(BATCH_SIZE, settings.serving.max_batch_size)
     log.info("Sending %d %s rows to %s/predict", rows, "drifted" if drift else "held-out", base_url)
-    with httpx.Client(base_url=base_url, timeout=30) as client:
+    key = settings.serving.api_key
+    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+    with httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
         for start in range(0, rows, batch):
             answer = _post(client, "/predict", {"instances": records[start : start + batch]})
             labels += [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
-from ..errors import UserError
+from ..errors import UserError, mask_url, mask_urls
 
 BUILTIN = {"breast_cancer": load_breast_cancer, "diabetes": load_diabetes}
 SNIFF_BYTES = 64 * 1024
@@ -69,12 +69,12 @@ def sniff_separator(path: Path) -> str:
 def _read_sql(url: str, query: str | None) -> pd.DataFrame:
     import sqlalchemy as sa
 
-    safe_url = sa.engine.make_url(url).render_as_string(hide_password=True)
+    safe_url = mask_url(url)
     if not query:
         raise DataError(f"data.source is a database ({safe_url}): set data.query to a SELECT.")
     try:
         with sa.create_engine(url).connect() as connection:
             return pd.read_sql(sa.text(query), connection)
     except sa.exc.SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        reason = mask_urls(str(getattr(exc, "orig", None) or exc).splitlines()[0])
         raise DataError(f"Cannot read data.query from {safe_url}: {reason}") from exc

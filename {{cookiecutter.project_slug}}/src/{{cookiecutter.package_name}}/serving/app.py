@@ -1,7 +1,9 @@
 """The prediction service: a FastAPI app factory; the model bundle is loaded once, in the lifespan.
 
-Without a usable bundle the service still starts: /health answers, /ready and /predict answer 503
-with what to do, and the log says it once. That is what orchestrators expect (alive, not ready).
+Without a usable bundle the service still starts: /health answers, /ready and /predict answer 503,
+and the log says once why and what to do. That is what orchestrators expect (alive, not ready).
+The 503 body names the problem only: paths and URLs stay in the server log. What guards the
+routes (API key, JSON only, limits, HEAD) is in guards.py.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -22,9 +25,10 @@ from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
 from ..config import Settings, get_settings
-from ..errors import UserError
+from ..errors import UserError, mask_urls
 from ..feedback import Label, record
 from .body import read_instances
+from .guards import WRITE_GUARDS, HeadAsGet, Limits, short_validation_errors
 from .metrics import MetricsMiddleware, render
 from .predictor import Predictor
 from .runtimes import NotScorableError
@@ -60,7 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         service.predictor = Predictor.load(service.settings)
     except UserError as exc:
-        service.problem = str(exc)
+        service.problem = f"Not ready: {exc.public}; the server log says why."
         log.error("Not ready: %s", exc)
     try:
         yield
@@ -88,7 +92,11 @@ PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 
 router = APIRouter()
 NOT_READY: dict[int | str, dict[str, Any]] = {
-    503: {"description": "No usable model bundle: the detail says what to do."}
+    503: {"description": "Not ready (the server log says why), or busy: retry after a second."}
+}
+GUARDED: dict[int | str, dict[str, Any]] = {  # what WRITE_GUARDS answer
+    401: {"description": "serving.api_key is set: send `Authorization: Bearer <key>`."},
+    415: {"description": "The body is not sent as `Content-Type: application/json`."},
 }
 
 
@@ -123,7 +131,9 @@ async def metadata(predictor: PredictorDep) -> MetadataResponse:
 @router.post(
     "/predict",
     response_model=PredictResponse,
+    dependencies=WRITE_GUARDS,
     responses={
+        **GUARDED,
         413: {"description": "Too many instances (serving.max_batch_size) or too many bytes."},
         422: {"description": "A missing, unknown, null or mistyped feature: `loc` names it."},
         **NOT_READY,
@@ -149,7 +159,9 @@ async def predict(request: Request, predictor: PredictorDep) -> Response:
 @router.post(
     "/feedback",
     response_model=FeedbackResponse,
+    dependencies=WRITE_GUARDS,
     responses={
+        **GUARDED,
         413: {"description": "More items than serving.max_batch_size."},
         **NOT_READY,
     },
@@ -170,7 +182,7 @@ async def feedback(
             record, predictor.prediction_log.engine, labels, predictor.bundle.schema
         )
     except SQLAlchemyError as exc:
-        log.error("Feedback not stored: %s", getattr(exc, "orig", None) or exc)
+        log.error("Feedback not stored: %s", mask_urls(str(getattr(exc, "orig", None) or exc)))
         raise HTTPException(
             503, detail="The prediction log's database is not available: send again later."
         ) from None
@@ -209,7 +221,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = Service(settings)
-    app.add_middleware(MetricsMiddleware)
+    serving = settings.serving
+    app.add_middleware(
+        Limits, max_concurrency=serving.max_concurrency, timeout=serving.request_timeout
+    )
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(MetricsMiddleware)  # the last added runs first: it counts every answer
+    app.add_exception_handler(RequestValidationError, short_validation_errors)
     app.include_router(router)
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     app.openapi = _openapi_with_features(app)  # type: ignore[method-assign]

@@ -38,7 +38,12 @@ class Predictor:
 
     @classmethod
     def load(cls, settings: Settings) -> Predictor:
-        bundle = load_bundle(settings.bundle_dir)
+        serving = settings.serving
+        bundle = load_bundle(
+            settings.bundle_dir,
+            expected_sha256=serving.model_sha256,
+            trusted_types=serving.trusted_types,
+        )
         if bundle.schema.task != settings.task:
             raise BundleError(
                 f"{settings.bundle_dir}/ holds a {bundle.schema.task} model but config.yaml says "

@@ -71,6 +71,7 @@ class OnnxRuntime:
     @classmethod
     def load(cls, bundle: Bundle) -> OnnxRuntime:
         import onnxruntime as ort
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
         if ONNX_FILE not in bundle.metadata["files"]:
             raise BundleError(
@@ -81,9 +82,16 @@ class OnnxRuntime:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
-        session = ort.InferenceSession(
-            str(bundle.path(ONNX_FILE)), options, providers=["CPUExecutionProvider"]
-        )
+        path = bundle.path(ONNX_FILE)
+        try:
+            # No custom-operator library is registered: a model that needs one is refused here.
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf) as exc:
+            reason = str(exc).rsplit("failed:", 1)[-1].strip()
+            raise BundleError(
+                f"onnxruntime cannot load {path} ({reason}): this service runs standard ONNX "
+                "operators only. Run `make train` to export the bundle again."
+            ) from None
         return cls(session, bundle.schema, bundle.metadata.get("classes", []))
 
     def score(self, rows: list[dict[str, Any]]) -> Scores:

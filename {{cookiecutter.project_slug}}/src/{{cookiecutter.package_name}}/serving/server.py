@@ -21,6 +21,9 @@ from ..logs import UVICORN_LOG_CONFIG
 
 APP_FACTORY = f"{__package__}.app:create_app"
 GRACEFUL_SHUTDOWN_SECONDS = 20  # then open requests are cancelled; below Kubernetes' 30 s
+# An idle connection is closed after this; the time a request may take is serving.request_timeout
+# and the requests in flight serving.max_concurrency (guards.py).
+KEEP_ALIVE_SECONDS = 5
 
 
 class ServeError(UserError):
@@ -58,6 +61,7 @@ def run(
             workers=workers,
             log_config=UVICORN_LOG_CONFIG,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
 
 
