@@ -46,13 +46,14 @@ LAYOUT = [
     "deploy/kubernetes/hpa.yaml",
     *(f"src/{PACKAGE}/{module}" for module in (
         "__init__.py", "__main__.py", "cli.py", "config.py", "errors.py", "logs.py", "schema.py",
-        "bundle.py", "store.py", "demo.py", "smoke.py", "py.typed",
+        "bundle.py", "store.py", "feedback.py", "demo.py", "smoke.py", "py.typed",
         "pipeline/sources.py", "pipeline/data.py", "pipeline/columns.py", "pipeline/processed.py",
         "pipeline/features.py", "pipeline/train.py", "pipeline/registry.py", "pipeline/export.py",
         "pipeline/evaluate.py", "pipeline/model_card.py", "pipeline/results.py",
         "serving/app.py", "serving/predictor.py", "serving/body.py", "serving/schemas.py",
         "serving/metrics.py", "serving/server.py", "serving/process.py",
-        "monitoring/monitor.py", "monitoring/simulate.py",
+        "monitoring/monitor.py", "monitoring/simulate.py", "monitoring/quality.py",
+        "monitoring/alerts.py",
     )),
     "tests/conftest.py", "tests/test_smoke.py",
 ]  # fmt: skip

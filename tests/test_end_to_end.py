@@ -247,6 +247,15 @@ def test_monitor_finds_no_drift_in_normal_traffic(
     assert summary["drift_detected"] is False, summary
     assert result.returncode == 0, result.stdout + result.stderr
     assert (trained / "reports" / "drift_report.html").is_file()
+    # make simulate sent the true values of about half of the rows to /feedback, later
+    quality = json.loads((trained / "reports" / "quality_summary.json").read_text())
+    metadata = json.loads((trained / "models" / "metadata.json").read_text())
+    assert quality["status"] == "ok", quality
+    served = quality["versions"][metadata["version"]]
+    assert rows * 0.35 < served["labelled_rows"] < rows * 0.65, served
+    assert served["holdout"] == metadata["metrics"]
+    assert set(served["live"]) >= {"accuracy", "f1_macro"} or set(served["live"]) >= {"rmse"}
+    assert (trained / "reports" / "quality_report.html").is_file()
 
 
 def test_monitor_detects_drifted_traffic(

@@ -160,6 +160,13 @@ def test_two_workers_log_to_postgres_and_monitor_reads_every_row(
     result = ok(make(trained, env, "monitor", venv))
     summary = json.loads((trained / "reports" / "drift_summary.json").read_text())
     assert summary["rows_compared"] == sent
+    # make simulate sent the true values of about half of its rows to /feedback: PostgreSQL
+    # holds them, and make monitor joined them with their predictions there.
+    labelled = int(postgres.sql("predictions", "SELECT count(*) FROM feedback"))
+    assert SIMULATED_ROWS * 0.35 < labelled < SIMULATED_ROWS * 0.65
+    quality = json.loads((trained / "reports" / "quality_summary.json").read_text())
+    assert quality["status"] == "ok", quality
+    assert quality["labelled_rows"] == labelled
     for output in (server.output(), result.stdout + result.stderr):
         assert postgres.password not in output
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 from skops import io as sio
 from threadpoolctl import threadpool_limits
 
@@ -19,9 +24,65 @@ from {{ cookiecutter.package_name }}.config import Settings, get_settings
 from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.pipeline.onnx_export import export_onnx
 from {{ cookiecutter.package_name }}.schema import Schema
+from {{ cookiecutter.package_name }}.serving.app import create_app
+from {{ cookiecutter.package_name }}.store import PredictionLog
 
 TASK = "{{ cookiecutter.task }}"
 FAMILY = "{{ cookiecutter.model_family }}"
+Route = Callable[[Any], tuple[int, Any]]  # request body -> (status, JSON answer)
+
+
+class StubServer(ThreadingHTTPServer):
+    """A real HTTP server on 127.0.0.1 and a free port for code that calls out (the service
+    seen from a client, a chat webhook): each path answers with its route; requests are kept."""
+
+    def __init__(self, routes: dict[str, Route] | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _StubHandler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.routes: dict[str, Route] = dict(routes or {})
+        self.calls: dict[str, int] = {}
+        self.received: list[tuple[str, Any, dict[str, str]]] = []  # path, JSON body, headers
+
+    def bodies(self, path: str) -> list[Any]:
+        return [body for where, body, _ in self.received if where == path]
+
+
+class _StubHandler(BaseHTTPRequestHandler):
+    server: StubServer
+
+    def do_GET(self) -> None:
+        self._answer(None)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        self._answer(json.loads(self.rfile.read(length)))
+
+    def _answer(self, body: Any) -> None:
+        self.server.calls[self.path] = self.server.calls.get(self.path, 0) + 1
+        self.server.received.append((self.path, body, dict(self.headers)))
+        route = self.server.routes.get(self.path, lambda _: (404, {"detail": "Not Found"}))
+        status, payload = route(body)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: pytest shows the test's own log."""
+
+
+@contextmanager
+def serving(server: StubServer) -> Iterator[StubServer]:
+    """Serve from a thread until the block ends."""
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def make_frame(rows: int = 240, seed: int = 0, task: str = TASK) -> pd.DataFrame:
@@ -166,6 +227,60 @@ def bundle_dir(settings: Settings, frame: pd.DataFrame, schema: Schema) -> Path:
         onnx_model=onnx_model,
     )
     return settings.bundle_dir
+
+
+Traffic = Callable[..., pd.DataFrame]
+
+
+@pytest.fixture
+def labelled_traffic(settings: Settings, bundle_dir: Path, frame: pd.DataFrame) -> Traffic:
+    """`labelled_traffic(rows, labelled, wrong=False)`: score `rows` rows of the frame, send the
+    true value of the first `labelled` of them (a wrong one when asked), and return those
+    labelled rows as `prediction` and `actual` columns."""
+
+    def send(rows: int, labelled: int, wrong: bool = False) -> pd.DataFrame:
+        instances = json.loads(frame.drop(columns="target").head(rows).to_json(orient="records"))
+        with TestClient(create_app(settings)) as client:
+            answers = []
+            for start in range(0, rows, settings.serving.max_batch_size):
+                batch = instances[start : start + settings.serving.max_batch_size]
+                answers.append(client.post("/predict", json={"instances": batch}).json())
+            _wait_for_log(settings, rows)
+            items = [
+                {"request_id": answer["request_id"], "index": i, "prediction": prediction}
+                for answer in answers
+                for i, prediction in enumerate(answer["predictions"])
+            ][:labelled]
+            actual = [
+                _wrong(item["prediction"], frame) if wrong else value
+                for item, value in zip(items, frame["target"], strict=False)
+            ]
+            body = [
+                {"request_id": item["request_id"], "index": item["index"], "actual": value}
+                for item, value in zip(items, actual, strict=True)
+            ]
+            answer = client.post("/feedback", json={"items": body}).json()
+            assert answer["accepted"] == labelled, answer
+        predictions = [item["prediction"] for item in items]
+        return pd.DataFrame({"prediction": predictions, "actual": actual})
+
+    return send
+
+
+def _wrong(prediction: Any, frame: pd.DataFrame) -> Any:
+    """A true value far from the prediction: the other class, or 100 more."""
+    if isinstance(prediction, str):
+        return next(c for c in sorted(frame["target"].unique()) if c != prediction)
+    return prediction + 100.0
+
+
+def _wait_for_log(settings: Settings, rows: int) -> None:
+    """The service writes its log off the request path."""
+    store = PredictionLog(settings.serving.prediction_log_url)
+    deadline = time.monotonic() + 10
+    while store.count() < rows:
+        assert time.monotonic() < deadline, "the rows never reached the prediction log"
+        time.sleep(0.02)
 
 
 class Payload:

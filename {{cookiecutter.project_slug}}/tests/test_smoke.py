@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from conftest import StubServer, serving
 from {{ cookiecutter.package_name }} import smoke as smoke_module
 from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.smoke import SmokeError, smoke
 
 SAMPLE = {"instances": [{"age": 50.0, "plan": "pro"}, {"age": 61.5, "plan": "basic"}]}
-Route = Callable[[Any], tuple[int, Any]]
 
 
 def predict(body: Any) -> tuple[int, Any]:
@@ -27,21 +25,24 @@ def predict(body: Any) -> tuple[int, Any]:
     return 200, {"predictions": predictions, "model_version": "3", "request_id": "r"}
 
 
-class Service(ThreadingHTTPServer):
-    """The service's routes on 127.0.0.1; a test replaces a route to break it."""
+class Service(StubServer):
+    """The service's routes; a test replaces a route to break it."""
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        super().__init__(
+            {
+                "/health": lambda _: (200, {"status": "ok"}),
+                "/ready": self.ready,
+                "/metadata": lambda _: (200, {"name": "test-model", "version": "3"}),
+                "/predict": predict,
+            }
+        )
         self.asleep_for = 0  # the first N calls of /ready answer 503, like a waking instance
-        self.calls: dict[str, int] = {}
-        self.authorizations: list[str | None] = []
-        self.routes: dict[str, Route] = {
-            "/health": lambda _: (200, {"status": "ok"}),
-            "/ready": self.ready,
-            "/metadata": lambda _: (200, {"name": "test-model", "version": "3"}),
-            "/predict": predict,
-        }
+
+    @property
+    def authorizations(self) -> list[str | None]:
+        """The Authorization header of each POST."""
+        return [h.get("Authorization") for _, body, h in self.received if body is not None]
 
     def ready(self, _: Any) -> tuple[int, Any]:
         if self.calls["/ready"] <= self.asleep_for:
@@ -49,40 +50,10 @@ class Service(ThreadingHTTPServer):
         return 200, {"status": "ready", "model_version": "3"}
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: Service
-
-    def do_GET(self) -> None:
-        self.answer(None)
-
-    def do_POST(self) -> None:
-        self.server.authorizations.append(self.headers.get("Authorization"))
-        length = int(self.headers.get("Content-Length", 0))
-        self.answer(json.loads(self.rfile.read(length)))
-
-    def answer(self, body: Any) -> None:
-        self.server.calls[self.path] = self.server.calls.get(self.path, 0) + 1
-        route = self.server.routes.get(self.path, lambda _: (404, {"detail": "Not Found"}))
-        status, payload = route(body)
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: pytest shows the test's own log."""
-
-
 @pytest.fixture
 def service() -> Iterator[Service]:
-    server = Service()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(Service()) as server:
+        yield server
 
 
 @pytest.fixture

@@ -102,17 +102,32 @@ def smoke(
 
 @stage
 def simulate(
+    *,
     host: Annotated[str | None, typer.Option(help="Host of the running service.")] = None,
     port: Annotated[int | None, typer.Option(help="Port of the running service.")] = None,
     rows: Annotated[
         int | None, typer.Option(help="Rows to send (default: every held-out row once).")
     ] = None,
     drift: Annotated[bool, typer.Option(help="Shift the features so drift shows.")] = False,
+    feedback_share: Annotated[
+        float, typer.Option(help="Share of the rows whose true value is sent to /feedback.")
+    ] = 0.5,
+    feedback_delay: Annotated[
+        float, typer.Option(help="Seconds between the predictions and their true values.")
+    ] = 2.0,
 ) -> None:
-    """Send held-out rows to the running service, optionally drifted."""
+    """Send held-out rows to the running service, optionally drifted, then true values of some."""
     from .monitoring.simulate import simulate as run_simulation
 
-    run_simulation(get_settings(), host=host, port=port, rows=rows, drift=drift)
+    run_simulation(
+        get_settings(),
+        host=host,
+        port=port,
+        rows=rows,
+        drift=drift,
+        feedback_share=feedback_share,
+        feedback_delay=feedback_delay,
+    )
 
 
 @stage
@@ -120,13 +135,31 @@ def monitor(
     fail_on_drift: Annotated[
         bool, typer.Option(help="Exit with status 1 when drift is detected (for CI).")
     ] = False,
+    fail_on_degradation: Annotated[
+        bool,
+        typer.Option(
+            help="Exit with status 1 when live quality dropped (config: max_metric_drop)."
+        ),
+    ] = False,
 ) -> None:
-    """Compare the latest logged predictions with the reference data (Evidently)."""
+    """Drift of the latest logged predictions vs the reference data, live quality where true
+    values came back (POST /feedback), and an alert when either is found."""
+    from .monitoring.alerts import notify
     from .monitoring.monitor import monitor as run_monitor
+    from .monitoring.quality import check_quality
 
-    summary = run_monitor(get_settings())
+    settings = get_settings()
+    quality = check_quality(settings)
+    summary = run_monitor(settings)
+    notify(settings, summary, quality)
+    failed = False
     if fail_on_drift and summary.drift_detected:
         log.error("Drift detected: retrain with `make train` (see %s).", summary.report_path)
+        failed = True
+    if fail_on_degradation and quality.degraded:
+        log.error("Live quality degraded: retrain with `make train` (see %s).", quality.report_path)
+        failed = True
+    if failed:
         raise typer.Exit(1)
 {%- endif %}
 

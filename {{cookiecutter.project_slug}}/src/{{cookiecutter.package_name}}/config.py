@@ -98,6 +98,9 @@ class MonitoringSettings(Section):
     min_rows: int = Field(50, ge=1)
     drift_share: float = Field(0.5, gt=0, le=1)
     reports_dir: Path = Path("reports")
+    min_labelled_rows: int = Field(30, ge=1)
+    max_metric_drop: float = Field(0.1, ge=0)
+    alert_webhook_url: SecretStr | None = None
 
 
 class Settings(BaseSettings):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
+import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pandas as pd
@@ -14,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from conftest import StubServer, serving
 from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.monitoring.simulate import SimulationError, simulate
@@ -21,45 +20,42 @@ from {{ cookiecutter.package_name }}.pipeline.data import prepare
 from {{ cookiecutter.package_name }}.pipeline.processed import read_split
 
 
-class Recorder(ThreadingHTTPServer):
-    """Answers POST /predict like the service and keeps every batch it received."""
+class Recorder(StubServer):
+    """Answers /predict and /feedback like the service; `status` breaks /predict."""
 
-    status = 200
-    batches: list[list[dict[str, Any]]]
-    authorizations: list[str | None]
+    def __init__(self) -> None:
+        super().__init__({"/predict": self.predict, "/feedback": self.feedback})
+        self.status = 200
 
+    @property
+    def batches(self) -> list[list[dict[str, Any]]]:
+        return [body["instances"] for body in self.bodies("/predict")]
 
-class Handler(BaseHTTPRequestHandler):
-    server: Recorder
+    @property
+    def authorizations(self) -> dict[str, list[str | None]]:
+        """The Authorization header of each POST, by path."""
+        found: dict[str, list[str | None]] = {}
+        for path, _, headers in self.received:
+            found.setdefault(path, []).append(headers.get("Authorization"))
+        return found
 
-    def do_POST(self) -> None:
-        instances = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["instances"]
-        self.server.batches.append(instances)
-        self.server.authorizations.append(self.headers.get("Authorization"))
-        body = {"predictions": [0] * len(instances), "model_version": "7"}
-        if self.server.status != 200:
-            body = {"detail": "instances.0.age: Input should be a valid number"}
-        data = json.dumps(body).encode()
-        self.send_response(self.server.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    def predict(self, body: Any) -> tuple[int, Any]:
+        if self.status != 200:
+            return self.status, {"detail": "instances.0.age: Input should be a valid number"}
+        rows = len(body["instances"])
+        request_id = f"r{self.calls['/predict']}"
+        return 200, {"predictions": [0] * rows, "model_version": "7", "request_id": request_id}
 
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-        pass
+    def feedback(self, body: Any) -> tuple[int, Any]:
+        empty: list[Any] = []
+        answer = {"accepted": len(body["items"]), "duplicates": 0, "conflicts": empty}
+        return 200, {**answer, "unknown": empty, "invalid": empty}
 
 
 @pytest.fixture
 def service() -> Iterator[Recorder]:
-    server = Recorder(("127.0.0.1", 0), Handler)
-    server.batches = []
-    server.authorizations = []
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(Recorder()) as server:
+        yield server
 
 
 @pytest.fixture
@@ -84,7 +80,7 @@ def free_port() -> int:
 def test_sends_every_held_out_row_once_by_default(
     settings: Settings, processed: pd.DataFrame, service: Recorder
 ) -> None:
-    sent = simulate(settings, host="127.0.0.1", port=service.server_port)
+    sent = simulate(settings, host="127.0.0.1", port=service.server_port, feedback_delay=0)
 
     assert sent == len(processed)
     assert all(len(batch) <= settings.serving.max_batch_size for batch in service.batches)
@@ -99,9 +95,10 @@ def test_sends_the_api_key_of_the_settings(
 ) -> None:
     serving = settings.serving.model_copy(update={"api_key": SecretStr("k3y")})
 
-    simulate(settings.model_copy(update={"serving": serving}), port=service.server_port, rows=3)
+    with_key = settings.model_copy(update={"serving": serving})
+    simulate(with_key, port=service.server_port, rows=3, feedback_share=1, feedback_delay=0)
 
-    assert service.authorizations == ["Bearer k3y"]
+    assert service.authorizations == {"/predict": ["Bearer k3y"], "/feedback": ["Bearer k3y"]}
 
 
 def test_more_rows_than_held_out_repeat_them_with_a_warning(
@@ -112,7 +109,7 @@ def test_more_rows_than_held_out_repeat_them_with_a_warning(
 ) -> None:
     rows = len(processed) + 10
 
-    assert simulate(settings, port=service.server_port, rows=rows) == rows
+    assert simulate(settings, port=service.server_port, rows=rows, feedback_delay=0) == rows
     got = received(service)
     assert len(got) == rows
     pd.testing.assert_frame_equal(
@@ -126,7 +123,7 @@ def test_more_rows_than_held_out_repeat_them_with_a_warning(
 def test_drift_shifts_numbers_and_categories(
     settings: Settings, processed: pd.DataFrame, service: Recorder
 ) -> None:
-    simulate(settings, port=service.server_port, drift=True)
+    simulate(settings, port=service.server_port, drift=True, feedback_share=0)
 
     got = received(service)
     for name in ("age", "score"):
@@ -134,6 +131,37 @@ def test_drift_shifts_numbers_and_categories(
     assert got["plan"].nunique() == 1
     assert got["plan"].iloc[0] in set(processed["plan"].dropna())
     assert (got["visits"] == got["visits"].round()).all()  # integers stay integers
+
+
+def test_true_values_of_a_share_of_the_rows_come_later(
+    settings: Settings, processed: pd.DataFrame, service: Recorder
+) -> None:
+    started = time.monotonic()
+    simulate(settings, port=service.server_port, feedback_share=0.5, feedback_delay=0.3)
+
+    assert time.monotonic() - started >= 0.3
+    items = [item for body in service.bodies("/feedback") for item in body["items"]]
+    assert 0.3 * len(processed) < len(items) < 0.7 * len(processed)
+    split, schema = read_split(settings.data.processed_dir)
+    batch = len(service.batches[0])
+    for item in items:
+        position = (int(item["request_id"].removeprefix("r")) - 1) * batch + item["index"]
+        assert item["actual"] == split.test[schema.target].iloc[position]
+
+
+@pytest.mark.parametrize(("share", "expected"), [(0.0, 0), (1.0, 1.0)])
+def test_feedback_share_bounds(
+    settings: Settings, processed: pd.DataFrame, service: Recorder, share: float, expected: float
+) -> None:
+    simulate(settings, port=service.server_port, rows=30, feedback_share=share, feedback_delay=0)
+
+    items = [item for body in service.bodies("/feedback") for item in body["items"]]
+    assert len(items) == expected * 30
+
+
+def test_a_share_outside_0_to_1_is_refused(settings: Settings, processed: pd.DataFrame) -> None:
+    with pytest.raises(SimulationError, match="feedback-share"):
+        simulate(settings, rows=5, feedback_share=1.5)
 
 
 def test_nothing_listening_is_a_clear_error(settings: Settings, processed: pd.DataFrame) -> None:

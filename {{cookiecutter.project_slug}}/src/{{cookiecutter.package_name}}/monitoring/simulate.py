@@ -1,9 +1,11 @@
-"""Traffic for the running service: held-out rows, optionally shifted so that drift shows."""
+"""Traffic for the running service: held-out rows, optionally shifted so that drift shows, and
+later the true values of some of them, as real labels come back: late and partly."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -26,16 +28,23 @@ class SimulationError(UserError):
 
 def simulate(
     settings: Settings,
+    *,
     host: str | None = None,
     port: int | None = None,
     rows: int | None = None,
     drift: bool = False,
+    feedback_share: float = 0.5,
+    feedback_delay: float = 2.0,
 ) -> int:
-    """The `simulate` stage: POST held-out rows to /predict in batches; return how many.
+    """The `simulate` stage: POST held-out rows to /predict in batches; return how many. Then,
+    after `feedback_delay` seconds, POST the true values of a random `feedback_share` of them to
+    /feedback. Under `drift` these are the values of the unshifted rows, so live quality drops.
 
     `rows=None` sends every held-out row once. More rows than that repeat them, and repeated rows
     make the drift tests over-confident: they see more rows than there is information in.
     """
+    if not 0 <= feedback_share <= 1 or feedback_delay < 0:
+        raise SimulationError("--feedback-share must be in [0, 1] and --feedback-delay >= 0.")
     split, schema = read_split(settings.data.processed_dir)
     held_out = split.test[schema.names]
     rows = len(held_out) if rows is None else rows
@@ -52,6 +61,9 @@ def simulate(
     if drift:
         features = shift(features, schema)
     records = to_records(features)
+    actual = to_records(repeat_rows(split.test[[schema.target]], rows))
+    labelled = np.random.default_rng(settings.random_state).random(rows) < feedback_share
+    labels: list[dict[str, Any]] = []
     base_url = f"http://{host or settings.serving.host}:{port or settings.serving.port}"
     batch = min(BATCH_SIZE, settings.serving.max_batch_size)
     log.info("Sending %d %s rows to %s/predict", rows, "drifted" if drift else "held-out", base_url)
@@ -59,11 +71,36 @@ def simulate(
     headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
     with httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
         for start in range(0, rows, batch):
-            version = _predict(client, records[start : start + batch])
+            answer = _post(client, "/predict", {"instances": records[start : start + batch]})
+            labels += [
+                {"request_id": answer["request_id"], "index": i, "actual": truth[schema.target]}
+                for i, (truth, chosen) in enumerate(
+                    zip(actual[start : start + batch], labelled[start : start + batch], strict=True)
+                )
+                if chosen
+            ]
             done = min(start + batch, rows)
             if done % (4 * batch) == 0 or done == rows:
+                version = answer["model_version"]
                 log.info("  %d/%d rows answered (model version %s)", done, rows, version)
+        if labels:
+            send_feedback(client, labels, batch, feedback_delay)
     return rows
+
+
+def send_feedback(
+    client: httpx.Client, labels: list[dict[str, Any]], batch: int, delay: float
+) -> None:
+    """POST the true values to /feedback after `delay` seconds, as they would arrive later."""
+    log.info("In %.0f s: the true values of %d rows to /feedback", delay, len(labels))
+    time.sleep(delay)
+    totals = {"accepted": 0, "duplicates": 0, "conflicts": 0, "unknown": 0, "invalid": 0}
+    for start in range(0, len(labels), batch):
+        answer = _post(client, "/feedback", {"items": labels[start : start + batch]})
+        for key in totals:
+            value = answer[key]
+            totals[key] += value if isinstance(value, int) else len(value)
+    log.info("  true values: %s", ", ".join(f"{n} {key}" for key, n in totals.items()))
 
 
 def repeat_rows(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
@@ -93,10 +130,10 @@ def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return records
 
 
-def _predict(client: httpx.Client, instances: list[dict[str, Any]]) -> str:
-    """POST one batch; return the model version that answered."""
+def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST one batch; return the answer."""
     try:
-        response = client.post("/predict", json={"instances": instances})
+        response = client.post(path, json=body)
     except httpx.ConnectError as exc:
         raise SimulationError(
             f"Nothing answers at {client.base_url}: start the service with `make serve` "
@@ -106,6 +143,7 @@ def _predict(client: httpx.Client, instances: list[dict[str, Any]]) -> str:
         raise SimulationError(f"The service at {client.base_url} stopped answering: {exc}") from exc
     if response.is_error:
         raise SimulationError(
-            f"The service answered {response.status_code} to /predict: {response.text[:500]}"
+            f"The service answered {response.status_code} to {path}: {response.text[:500]}"
         )
-    return str(response.json().get("model_version", "?"))
+    answer: dict[str, Any] = response.json()
+    return answer

@@ -20,17 +20,26 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import SQLAlchemyError
 from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
 from ..config import Settings, get_settings
-from ..errors import UserError
+from ..errors import UserError, mask_urls
+from ..feedback import Label, record
 from .body import read_instances
 from .guards import WRITE_GUARDS, HeadAsGet, Limits, short_validation_errors
 from .metrics import MetricsMiddleware, render
 from .predictor import Predictor
 from .runtimes import NotScorableError
-from .schemas import HealthResponse, MetadataResponse, PredictResponse, ReadyResponse
+from .schemas import (
+    FeedbackRequest,
+    FeedbackResponse,
+    HealthResponse,
+    MetadataResponse,
+    PredictResponse,
+    ReadyResponse,
+)
 
 log = logging.getLogger(__name__)
 # Small batches are scored on the event loop (~2 ms): a thread hop per request costs more than
@@ -85,6 +94,10 @@ router = APIRouter()
 NOT_READY: dict[int | str, dict[str, Any]] = {
     503: {"description": "Not ready (the server log says why), or busy: retry after a second."}
 }
+GUARDED: dict[int | str, dict[str, Any]] = {  # what WRITE_GUARDS answer
+    401: {"description": "serving.api_key is set: send `Authorization: Bearer <key>`."},
+    415: {"description": "The body is not sent as `Content-Type: application/json`."},
+}
 
 
 @router.get("/health", response_model=HealthResponse)
@@ -120,8 +133,7 @@ async def metadata(predictor: PredictorDep) -> MetadataResponse:
     response_model=PredictResponse,
     dependencies=WRITE_GUARDS,
     responses={
-        401: {"description": "serving.api_key is set: send `Authorization: Bearer <key>`."},
-        415: {"description": "The body is not sent as `Content-Type: application/json`."},
+        **GUARDED,
         413: {"description": "Too many instances (serving.max_batch_size) or too many bytes."},
         422: {"description": "A missing, unknown, null or mistyped feature: `loc` names it."},
         **NOT_READY,
@@ -142,6 +154,39 @@ async def predict(request: Request, predictor: PredictorDep) -> Response:
     # Serialized here, not by FastAPI: this hot path needs no second validation of plain
     # values (response_model still documents the answer).
     return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+@router.post(
+    "/feedback",
+    response_model=FeedbackResponse,
+    dependencies=WRITE_GUARDS,
+    responses={
+        **GUARDED,
+        413: {"description": "More items than serving.max_batch_size."},
+        **NOT_READY,
+    },
+)
+async def feedback(
+    body: FeedbackRequest, service: ServiceDep, predictor: PredictorDep
+) -> FeedbackResponse:
+    """The true values of logged predictions, for live quality in `make monitor`. Sending the
+    same item again changes nothing; each item that is not stored is listed with why."""
+    limit = service.settings.serving.max_batch_size
+    if len(body.items) > limit:
+        raise HTTPException(
+            413, detail=f"{len(body.items)} items in one request; at most {limit}: split them."
+        )
+    labels = [Label(item.request_id, item.index, item.actual) for item in body.items]
+    try:
+        result = await run_in_threadpool(
+            record, predictor.prediction_log.engine, labels, predictor.bundle.schema
+        )
+    except SQLAlchemyError as exc:
+        log.error("Feedback not stored: %s", mask_urls(str(getattr(exc, "orig", None) or exc)))
+        raise HTTPException(
+            503, detail="The prediction log's database is not available: send again later."
+        ) from None
+    return FeedbackResponse.model_validate(result, from_attributes=True)
 
 
 @router.get("/metrics", include_in_schema=False)

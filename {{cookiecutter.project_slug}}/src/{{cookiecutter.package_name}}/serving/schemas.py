@@ -120,6 +120,47 @@ class PredictResponse(BaseModel):
     request_id: str = Field(description="Logged with every row of this request.")
 
 
+class FeedbackItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(
+        min_length=1, max_length=100, description="The `request_id` of the /predict answer."
+    )
+    index: int | None = Field(
+        default=None,
+        ge=0,
+        description="The row's position in that request; may be left out for a one-row request.",
+    )
+    actual: Any = Field(
+        description="The true value: one of the model's classes, or a number for regression.",
+        examples=[0],
+    )
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[FeedbackItem] = Field(min_length=1, description="True values of logged rows.")
+
+
+class FeedbackIssue(BaseModel):
+    request_id: str
+    index: int | None
+    reason: str | None = None
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int = Field(description="New labels stored.")
+    duplicates: int = Field(description="Labels already stored, sent again: nothing changed.")
+    conflicts: list[FeedbackIssue] = Field(
+        description="Rows already labelled differently: the first label is kept."
+    )
+    unknown: list[FeedbackIssue] = Field(
+        description="No such logged row (yet: the log is written a moment after the answer)."
+    )
+    invalid: list[FeedbackIssue] = Field(description="Not a valid true value; `reason` says why.")
+
+
 class HealthResponse(BaseModel):
     status: str
 

@@ -1,0 +1,104 @@
+"""Alerts: tell a chat channel when monitoring finds drift or a drop in live quality.
+
+The message is the JSON an incoming webhook of Slack, Microsoft Teams or Discord takes: `text`
+(Slack, Teams) and `content` (Discord) carry the same summary and where to look. Sending is
+best effort: a webhook that fails is one error line, and the monitoring result still decides the
+exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+from ..config import Settings
+from .monitor import DriftSummary
+from .quality import QualitySummary
+
+log = logging.getLogger(__name__)
+TIMEOUT_SECONDS = 10
+MAX_CHARACTERS = 1900  # Discord refuses messages over 2000 characters
+
+
+def notify(settings: Settings, drift: DriftSummary, quality: QualitySummary) -> list[str]:
+    """Post the findings (drift, degraded versions) to the webhook, if any; return them."""
+    found = findings(drift, quality)
+    secret = settings.monitoring.alert_webhook_url
+    url = secret.get_secret_value() if secret else ""  # CI passes an unset secret as ""
+    if found and not url:
+        log.info("No alert sent: set ML_MONITORING__ALERT_WEBHOOK_URL to get one.")
+    elif found:
+        where = where_to_look(str(settings.monitoring.reports_dir))
+        send(url, message(settings.model.registered_name, found, where))
+    return found
+
+
+def findings(drift: DriftSummary, quality: QualitySummary) -> list[str]:
+    """One sentence per problem, for people reading a chat channel."""
+    found = []
+    if drift.drift_detected:
+        more = "..." if len(drift.drifted_columns) > 5 else ""
+        names = ", ".join(drift.drifted_columns[:5]) + more
+        found.append(
+            f"Data drift: {len(drift.drifted_columns)} of {len(drift.columns)} features drifted "
+            f"({names}) in the latest {drift.rows_compared} predictions."
+        )
+    metric = quality.primary_metric
+    for version, result in quality.versions.items():
+        if result.degraded and result.drop is not None:
+            found.append(
+                f"Model version {version}: live {metric} {result.live[metric]:.4f} vs "
+                f"{result.holdout[metric]:.4f} on the holdout set ({result.drop:.0%} worse, "
+                f"{result.labelled_rows} labelled predictions)."
+            )
+    return found
+
+
+def where_to_look(report: str) -> str:
+    """The CI run that found it (GitHub Actions, GitLab CI), else the report's path."""
+    env = os.environ
+    if all(env.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")):
+        server, repo, run = env["GITHUB_SERVER_URL"], env["GITHUB_REPOSITORY"], env["GITHUB_RUN_ID"]
+        return f"{server}/{repo}/actions/runs/{run}"
+    return env.get("CI_JOB_URL") or report
+
+
+def message(project: str, findings: list[str], where: str) -> dict[str, str]:
+    text = f"[{project}] " + " ".join(findings) + f" See {where}"
+    text = text[:MAX_CHARACTERS]
+    return {"text": text, "content": text}
+
+
+def send(url: str, body: dict[str, str]) -> bool:
+    """POST `body` as JSON to `url`; False (and one error line, URL masked) when it fails."""
+    if urlsplit(url).scheme not in {"http", "https"}:
+        log.error("Alert not sent: monitoring.alert_webhook_url must be an http(s) URL.")
+        return False
+    request = urllib.request.Request(  # the scheme is checked above: no file:// here
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        log.error("Alert not sent to %s: it answered %s %s.", mask(url), exc.code, exc.reason)
+        return False
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        log.error("Alert not sent to %s: %s.", mask(url), reason)
+        return False
+    log.info("Alert sent to %s.", mask(url))
+    return True
+
+
+def mask(url: str) -> str:
+    """Scheme and host only: a webhook's path is its secret."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}/***" if parts.hostname else "the webhook"

@@ -1,0 +1,213 @@
+"""Live model quality: logged predictions joined with their true values (POST /feedback).
+
+Per model version, the live metrics sit next to the holdout metrics that version was exported
+with; a version is degraded when its primary metric is worse than on the holdout set by more
+than `monitoring.max_metric_drop` (a share: 0.1 = 10% worse). Labels arrive late and partly, so
+too few of them is a normal state, written down as such, never as numbers of an older run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from evidently import DataDefinition, Dataset, Report
+from evidently.core.datasets import BinaryClassification, MulticlassClassification, Regression
+from evidently.presets import ClassificationPreset, RegressionPreset
+from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..bundle import METADATA_FILE, BundleError, load_bundle
+from ..config import Settings
+from ..errors import mask_urls
+from ..feedback import read_labelled
+from ..pipeline.evaluate import PRIMARY_METRIC
+from ..store import PredictionLog
+from .monitor import MonitoringError
+
+log = logging.getLogger(__name__)
+REPORT_FILE = "quality_report.html"
+SUMMARY_FILE = "quality_summary.json"
+
+
+@dataclass(frozen=True)
+class VersionQuality:
+    labelled_rows: int
+    live: dict[str, float]  # empty when the version has too few labelled rows
+    holdout: dict[str, float]  # empty when no bundle of the version is at hand
+    drop: float | None  # how much worse the live primary metric is, as a share of the holdout
+    degraded: bool
+
+
+@dataclass(frozen=True)
+class QualitySummary:
+    status: Literal["ok", "not_enough_labels"]
+    message: str
+    task: str
+    primary_metric: str
+    labelled_rows: int
+    min_labelled_rows: int
+    max_metric_drop: float
+    versions: dict[str, VersionQuality]
+    generated_at: str
+    report_path: Path | None
+
+    @property
+    def degraded(self) -> bool:
+        return any(v.degraded for v in self.versions.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        path = None if self.report_path is None else str(self.report_path)
+        return {**asdict(self), "degraded": self.degraded, "report_path": path}
+
+
+def check_quality(settings: Settings) -> QualitySummary:
+    """Write reports/quality_summary.json, and quality_report.html when there are enough labels."""
+    cfg = settings.monitoring
+    summary_path, report = cfg.reports_dir / SUMMARY_FILE, cfg.reports_dir / REPORT_FILE
+    report.unlink(missing_ok=True)  # an older report must not pass for this run's
+    labelled = read_window(settings.serving.prediction_log_url, cfg.window)
+    holdout = holdout_metrics(settings.bundle_dir)
+    task = settings.task
+    versions = {
+        str(version): version_quality(task, rows, holdout.get(str(version), {}), settings)
+        for version, rows in labelled.groupby("model_version", sort=True)
+    }
+    enough = [v for v in versions.values() if v.live]
+    if enough:
+        rows = labelled[labelled["model_version"].isin([k for k, v in versions.items() if v.live])]
+        cfg.reports_dir.mkdir(parents=True, exist_ok=True)
+        quality_report(task, rows).save_html(str(report))
+        message = "; ".join(_describe(k, v) for k, v in versions.items() if v.live)
+    else:
+        message = (
+            f"Not enough labels for live quality: {len(labelled)} logged predictions have a true "
+            f"value, at least {cfg.min_labelled_rows} per model version are needed "
+            "(monitoring.min_labelled_rows). Send true values to POST /feedback "
+            "(`make simulate` does)."
+        )
+    summary = QualitySummary(
+        status="ok" if enough else "not_enough_labels",
+        message=message,
+        task=task,
+        primary_metric=PRIMARY_METRIC[task][0],
+        labelled_rows=len(labelled),
+        min_labelled_rows=cfg.min_labelled_rows,
+        max_metric_drop=cfg.max_metric_drop,
+        versions=versions,
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        report_path=report if enough else None,
+    )
+    cfg.reports_dir.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(json.dumps(summary.to_dict(), indent=2))
+    log.info("Live quality: %s%s", message, f" Report: {report}" if enough else "")
+    return summary
+
+
+def read_window(url: str, window: int) -> pd.DataFrame:
+    """The latest `window` labelled predictions; none when nothing is logged yet."""
+    store = PredictionLog(url)
+    try:
+        # count() does not create a missing SQLite file, which opening the engine would.
+        if not store.count():
+            return pd.DataFrame(columns=["created_at", "model_version", "prediction", "actual"])
+        return read_labelled(store.engine, window)
+    except (SQLAlchemyError, ImportError) as exc:
+        reason = mask_urls(str(getattr(exc, "orig", None) or exc))
+        raise MonitoringError(
+            f"Cannot read the prediction log (serving.prediction_log_url): {reason}"
+        ) from exc
+
+
+def live_metrics(task: str, actual: pd.Series, predicted: pd.Series) -> dict[str, float]:
+    """The holdout metrics of `pipeline.evaluate`, on live rows (ROC AUC needs probabilities,
+    which the log does not keep)."""
+    if task == "regression":
+        y, p = actual.astype(float), predicted.astype(float)
+        return {
+            "rmse": float(skm.root_mean_squared_error(y, p)),
+            "mae": float(skm.mean_absolute_error(y, p)),
+            "r2": float(skm.r2_score(y, p)),
+        }
+    y, p = actual.astype(str), predicted.astype(str)  # 1 and "1" are the same class
+    return {
+        "accuracy": float(skm.accuracy_score(y, p)),
+        "f1_macro": float(skm.f1_score(y, p, average="macro")),
+    }
+
+
+def version_quality(
+    task: str, rows: pd.DataFrame, holdout: dict[str, float], settings: Settings
+) -> VersionQuality:
+    """Live metrics of one model version, and whether its primary metric dropped too far."""
+    if len(rows) < settings.monitoring.min_labelled_rows:
+        return VersionQuality(len(rows), {}, holdout, None, degraded=False)
+    live = live_metrics(task, rows["actual"], rows["prediction"])
+    name, higher_is_better = PRIMARY_METRIC[task]
+    if name not in holdout:
+        return VersionQuality(len(rows), live, holdout, None, degraded=False)
+    worse = holdout[name] - live[name] if higher_is_better else live[name] - holdout[name]
+    drop = worse / (abs(holdout[name]) or 1.0)
+    return VersionQuality(
+        len(rows), live, holdout, drop, degraded=drop > settings.monitoring.max_metric_drop
+    )
+
+
+def holdout_metrics(models_dir: Path) -> dict[str, dict[str, float]]:
+    """Holdout metrics by model version, from every bundle under models_dir (the served one
+    and any other exported beside it)."""
+    found: dict[str, dict[str, float]] = {}
+    if not models_dir.is_dir():
+        return found
+    for directory in [models_dir, *sorted(p for p in models_dir.iterdir() if p.is_dir())]:
+        if (directory / METADATA_FILE).is_file():
+            try:
+                bundle = load_bundle(directory)
+            except BundleError:
+                continue
+            found[bundle.version] = dict(bundle.metadata.get("metrics", {}))
+    return found
+
+
+def quality_report(task: str, rows: pd.DataFrame) -> Any:
+    """Evidently's classification or regression report on the labelled rows."""
+    frame = pd.DataFrame({"actual": rows["actual"], "prediction": rows["prediction"]})
+    if task == "regression":
+        frame = frame.astype(float)
+        definition = DataDefinition(
+            numerical_columns=["actual", "prediction"],
+            regression=[Regression(target="actual", prediction="prediction")],
+        )
+        preset: Any = RegressionPreset()
+    else:
+        frame = frame.astype(str)
+        labels = sorted(set(frame["actual"]) | set(frame["prediction"]))
+        kind = BinaryClassification if len(labels) == 2 else MulticlassClassification
+        options = {"pos_label": labels[1]} if len(labels) == 2 else {}
+        definition = DataDefinition(
+            categorical_columns=["actual", "prediction"],
+            classification=[kind(target="actual", prediction_labels="prediction", **options)],
+        )
+        preset = ClassificationPreset()
+    with warnings.catch_warnings():  # Evidently scores R² on one-row slices of its own
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return Report([preset]).run(Dataset.from_pandas(frame, data_definition=definition), None)
+
+
+def _describe(version: str, quality: VersionQuality) -> str:
+    live = ", ".join(f"{k} {v:.4f}" for k, v in quality.live.items())
+    if quality.drop is None:
+        return f"version {version}: {live} on {quality.labelled_rows} rows (no holdout metric)"
+    verdict = "DEGRADED" if quality.degraded else "ok"
+    change = f"{abs(100 * quality.drop):.1f}% {'worse' if quality.drop >= 0 else 'better'}"
+    return (
+        f"version {version}: {live} on {quality.labelled_rows} rows, "
+        f"{change} than holdout ({verdict})"
+    )
