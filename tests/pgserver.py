@@ -175,9 +175,11 @@ def _as_postgres() -> list[str]:
         pwd.getpwnam("postgres")
     except KeyError:
         pytest.fail("running as root and there is no `postgres` user to run PostgreSQL as")
-    if shutil.which("runuser") is None:
+    # util-linux puts runuser in sbin, which a CI PATH of plain bin folders may leave out
+    runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+    if runuser is None:
         pytest.fail("running as root and `runuser` is missing: cannot run PostgreSQL as postgres")
-    return ["runuser", "-u", "postgres", "--"]
+    return [runuser, "-u", "postgres", "--"]
 
 
 @contextlib.contextmanager
