@@ -52,7 +52,7 @@ def log_predictions(settings: Settings, features: pd.DataFrame, version: str = "
     store.log(
         [
             PredictionRecord(
-                request_id=f"r{i}", row_index=0, model_version=version, features=row, prediction=0
+                f"v{version}-r{i}", row_index=0, model_version=version, features=row, prediction=0
             )
             for i, row in enumerate(to_records(features))
         ]
