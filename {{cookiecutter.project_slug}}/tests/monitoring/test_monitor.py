@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +50,11 @@ def log_predictions(settings: Settings, features: pd.DataFrame, version: str = "
     """Append rows to the prediction log the way the service does."""
     store = PredictionLog(settings.serving.prediction_log_url)
     store.start()
+    call = uuid.uuid4().hex  # each call logs new requests: request_id + row_index is unique
     store.log(
         [
             PredictionRecord(
-                f"v{version}-r{i}", row_index=0, model_version=version, features=row, prediction=0
+                f"{call}-{i}", row_index=0, model_version=version, features=row, prediction=0
             )
             for i, row in enumerate(to_records(features))
         ]
