@@ -26,6 +26,7 @@ from .errors import UserError
 Task = Literal["classification", "regression"]
 ModelFamily = Literal["hist_gradient_boosting", "random_forest", "linear"]
 Runtime = Literal["onnx", "sklearn"]
+Rollout = Literal["off", "shadow", "canary"]
 
 
 class ConfigError(UserError):
@@ -72,6 +73,8 @@ class ServingSettings(Section):
     workers: int = Field(1, ge=1)
     max_batch_size: int = Field(1000, ge=1)
     prediction_log_url: str = "sqlite:///predictions.db"
+    rollout: Rollout = "off"
+    canary_share: float = Field(0.1, ge=0, le=1)
 
 
 class MonitoringSettings(Section):
@@ -103,6 +106,10 @@ class Settings(BaseSettings):
     @property
     def bundle_dir(self) -> Path:
         return self.model.models_dir
+
+    @property
+    def challenger_dir(self) -> Path:
+        return self.model.models_dir / "challenger"
 
     @classmethod
     def settings_customise_sources(
