@@ -153,7 +153,9 @@ def bundle_dir(settings: Settings, frame: pd.DataFrame, schema: Schema) -> Path:
 
 
 @pytest.fixture
-def challenger_dir(settings: Settings, bundle_dir: Path, frame: pd.DataFrame, schema: Schema) -> Path:
+def challenger_dir(
+    settings: Settings, bundle_dir: Path, frame: pd.DataFrame, schema: Schema
+) -> Path:
     """A second bundle, version 2, in models/challenger/: fitted on the targets in reverse
     order, so it disagrees with the champion on many rows."""
     shuffled = frame.assign(target=frame["target"].to_numpy()[::-1])

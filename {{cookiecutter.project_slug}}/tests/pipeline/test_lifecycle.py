@@ -12,9 +12,9 @@ from {{ cookiecutter.package_name }}.bundle import load_bundle
 from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
-from {{ cookiecutter.package_name }}.pipeline.lifecycle import LifecycleError, promote, rollback
 from {{ cookiecutter.package_name }}.pipeline.evaluate import evaluate
 from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
+from {{ cookiecutter.package_name }}.pipeline.lifecycle import LifecycleError, promote, rollback
 from {{ cookiecutter.package_name }}.pipeline.processed import read_split
 from {{ cookiecutter.package_name }}.pipeline.registry import Candidate, log_run
 from {{ cookiecutter.package_name }}.pipeline.registry import promote as register

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
-import shutil
 import subprocess
 import sys
 import threading
@@ -183,13 +183,42 @@ def wait_ready(base_url: str, server: subprocess.Popen[bytes], timeout: float = 
     raise AssertionError(f"not ready after {timeout} s")
 
 
+class Load:
+    """Threads that post rows one by one on kept-alive connections until stopped; each answer
+    is kept as (status, model version), in order (status 0: no answer)."""
+
+    def __init__(self, client: httpx.Client, records: list[dict[str, Any]], threads: int = 4):
+        self.client, self.records = client, records
+        self.answers: list[tuple[int, str]] = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._post, args=(n,)) for n in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def _post(self, offset: int) -> None:
+        i = offset
+        while not self.stopping.is_set():
+            row = self.records[i % len(self.records)]
+            try:
+                response = self.client.post("/predict", json={"instances": [row]})
+                self.answers.append((response.status_code, response.json()["model_version"]))
+            except (httpx.HTTPError, ValueError, KeyError) as exc:  # no answer, or not JSON
+                self.answers.append((0, type(exc).__name__))
+            i += 1
+
+    def served_only(self, version: str, last: int = 40) -> bool:
+        recent = self.answers[-last:]
+        return len(recent) == last and all(v == version for _, v in recent)
+
+    def stop(self) -> list[tuple[int, str]]:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join()
+        return self.answers
+
+
 def test_two_workers_reload_a_new_bundle_on_sighup_and_lose_nothing_on_sigterm(
-    settings: Settings,
-    bundle_dir: Path,
-    challenger_dir: Path,
-    frame: pd.DataFrame,
-    schema: Schema,
-    tmp_path: Path,
+    settings: Settings, challenger_dir: Path, frame: pd.DataFrame, schema: Schema, tmp_path: Path
 ) -> None:
     """Under steady load on kept-alive connections: models/ changes from v1 to v2 (what `make
     promote` does), SIGHUP reloads it in both workers, then SIGTERM stops them. No request
@@ -198,43 +227,24 @@ def test_two_workers_reload_a_new_bundle_on_sighup_and_lose_nothing_on_sigterm(
     base_url = f"http://127.0.0.1:{port}"
     records = json.loads(frame[schema.names].to_json(orient="records"))
     command = [sys.executable, "-m", PACKAGE, "serve", "--port", str(port), "--workers", "2"]
-    answers: list[tuple[int, str]] = []  # (status, model version) per request, in order
-    stop = threading.Event()
-
-    def load(client: httpx.Client, offset: int) -> None:
-        i = offset
-        while not stop.is_set():
-            try:
-                response = client.post("/predict", json={"instances": [records[i % len(records)]]})
-                answers.append((response.status_code, response.json().get("model_version", "")))
-            except (httpx.HTTPError, ValueError) as exc:  # no answer, or not JSON
-                answers.append((0, type(exc).__name__))
-            i += 1
-
-    def served_only(version: str, last: int = 40) -> bool:
-        recent = answers[-last:]
-        return len(recent) == last and all(v == version for _, v in recent)
-
-    with (tmp_path / "server.log").open("wb") as server_log:
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as server_log:
         server = subprocess.Popen(
             command, cwd=tmp_path, env=clean_env(), stdout=server_log, stderr=server_log
         )
         try:
             wait_ready(base_url, server)
-            log_path = tmp_path / "server.log"
             wait_for(lambda: log_path.read_text().count("Application startup complete") == 2)
             with httpx.Client(base_url=base_url, timeout=30) as client:
-                threads = [threading.Thread(target=load, args=(client, n)) for n in range(4)]
-                for thread in threads:
-                    thread.start()
-                wait_for(lambda: served_only("1"))
-                for name in (ONNX_FILE, MODEL_FILE, METADATA_FILE):  # the metadata last
-                    shutil.copy(challenger_dir / name, bundle_dir / name)
-                server.send_signal(signal.SIGHUP)
-                wait_for(lambda: served_only("2"), timeout=90)
-                stop.set()
-                for thread in threads:
-                    thread.join()
+                load = Load(client, records)
+                try:
+                    wait_for(lambda: load.served_only("1"))
+                    for name in (ONNX_FILE, MODEL_FILE, METADATA_FILE):  # the metadata last
+                        shutil.copy(challenger_dir / name, settings.bundle_dir / name)
+                    server.send_signal(signal.SIGHUP)
+                    wait_for(lambda: load.served_only("2"))
+                finally:
+                    answers = load.stop()
                 answered = sum(status == 200 for status, _ in answers)
                 # A worker counts a request once its answer is sent: the last count may land
                 # just after the client has it.
@@ -242,7 +252,6 @@ def test_two_workers_reload_a_new_bundle_on_sighup_and_lose_nothing_on_sigterm(
             server.send_signal(signal.SIGTERM)
             assert server.wait(timeout=60) == 0
         finally:
-            stop.set()
             if server.poll() is None:
                 server.kill()
                 server.wait()
@@ -254,7 +263,7 @@ def test_two_workers_reload_a_new_bundle_on_sighup_and_lose_nothing_on_sigterm(
     assert log.read_latest(len(answers))["model_version"].value_counts().to_dict() == (
         pd.Series([v for _, v in answers]).value_counts().to_dict()
     )
-    output = (tmp_path / "server.log").read_text()
+    output = log_path.read_text()
     assert output.count("Reloaded: version 2 replaces 1.") == 2
     assert output.count("Application shutdown complete") == 2
     assert "Traceback" not in output

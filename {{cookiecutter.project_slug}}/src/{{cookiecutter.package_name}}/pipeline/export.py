@@ -37,6 +37,7 @@ def export_bundle(
     promotion: Promotion,
     split: Split,
     schema: Schema,
+    *,
     directory: Path | None = None,
 ) -> tuple[Path, Parity | None]:
     """Write this run's model to `directory` (models/ by default) with a sample request and its

@@ -219,7 +219,9 @@ def challenge(
 ) -> None:
     """The model that did not win: models/challenger/, for the service to try on live traffic
     (serving.rollout) and `make promote` to crown if it does better there."""
-    directory, _ = export_bundle(settings, best, promotion, split, schema, settings.challenger_dir)
+    directory, _ = export_bundle(
+        settings, best, promotion, split, schema, directory=settings.challenger_dir
+    )
     store_with_run(directory, best.run_id)
     log.info(
         "Challenger v%s is in %s/: try it with serving.rollout shadow or canary.",

@@ -49,7 +49,6 @@ class Service:
     predictor: Predictor | None = None
     problem: str = "The service is starting."
 
-
     async def reload(self) -> None:
         """Load models/ again beside the served model, then swap: requests under way finish
         with the old one, the next get the new one. A bundle that fails keeps the old one."""
@@ -61,7 +60,11 @@ class Service:
             log.error("Reload failed, the served model stays: %s", exc)
             return
         if old is not None:
-            log.info("Reloaded: version %s replaces %s.", self.predictor.bundle.version, old.bundle.version)
+            log.info(
+                "Reloaded: version %s replaces %s.",
+                self.predictor.bundle.version,
+                old.bundle.version,
+            )
             await run_in_threadpool(old.rollout.close)
 
 
