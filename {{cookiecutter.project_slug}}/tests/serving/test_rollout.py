@@ -110,5 +110,4 @@ def test_rollout_without_a_challenger_serves_the_champion_and_says_so(
 
     assert answer.status_code == 200
     assert answer.json()["model_version"] == "1"
-    assert "serving.rollout is canary, but No model bundle in" in caplog.text
-    assert "Serving the champion alone." in caplog.text
+    assert "serving.rollout is canary; serving the champion alone: No model bundle" in caplog.text

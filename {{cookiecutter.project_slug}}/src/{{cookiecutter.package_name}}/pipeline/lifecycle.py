@@ -80,8 +80,8 @@ def _export(settings: Settings, version: str, run_id: str | None) -> None:
 
 def _reload_hint(settings: Settings, version: str) -> None:
     log.info(
-        "%s/ holds v%s. A running service serves it after `kill -HUP <its pid>` (a rolling "
-        "restart of its workers: no request is dropped).",
+        "%s/ holds v%s. A running service serves it after `kill -HUP <its pid>` (each worker "
+        "reloads it in place: no request is dropped).",
         settings.bundle_dir,
         version,
     )

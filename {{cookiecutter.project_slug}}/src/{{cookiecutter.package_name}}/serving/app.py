@@ -139,6 +139,7 @@ async def ready(predictor: PredictorDep) -> ReadyResponse:
 async def metadata(predictor: PredictorDep) -> MetadataResponse:
     """The served model: name, version, holdout metrics and feature schema."""
     meta = predictor.bundle.metadata
+    challenger = predictor.rollout.challenger
     return MetadataResponse(
         name=str(meta.get("name", "")),
         version=predictor.bundle.version,
@@ -148,6 +149,8 @@ async def metadata(predictor: PredictorDep) -> MetadataResponse:
         created_at=meta.get("created_at"),
         metrics=meta.get("metrics", {}),
         feature_schema=predictor.bundle.schema.to_dict(),
+        rollout=predictor.rollout.mode,
+        challenger_version=None if challenger is None else challenger.version,
     )
 
 

@@ -75,7 +75,7 @@ class Rollout:
                 raise BundleError(f"{directory}/ takes other features than the champion")
             runtime = load_runtime(settings.serving.runtime, bundle)
         except BundleError as exc:
-            log.warning("serving.rollout is %s, but %s Serving the champion alone.", mode, exc)
+            log.warning("serving.rollout is %s; serving the champion alone: %s", mode, exc)
             return cls("off", 0.0, None)
         log.info("Rollout %s: challenger version %s from %s/", mode, bundle.version, directory)
         return cls(mode, settings.serving.canary_share, Model(CHALLENGER, bundle, runtime))
