@@ -8,7 +8,7 @@ K ?=
 ARGS ?=
 ANSWERS ?=
 
-.PHONY: help venv test lint bake demo bench clean
+.PHONY: help venv test lint bake demo bench lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -44,6 +44,13 @@ demo: venv ## Bake the default project into build/demo/ and run its whole loop
 
 bench: venv ## Benchmark the default bake: serving vs a bare floor vs mlflow serve, start-up, footprint, scaling (BENCH_ARGS=--quick)
 	$(VENV)/bin/python benchmarks/bench.py $(BENCH_ARGS)
+
+lock: venv ## Re-lock the generated image's packages (requirements/serve.txt) from a default bake
+	rm -rf build/lock
+	$(VENV)/bin/cookiecutter --no-input -o build/lock .
+	$(MAKE) -C build/lock/*/ lock UV=$(abspath $(UV))
+	sed 's/--python-version [0-9.]*/--python-version {{ cookiecutter.python_version }}/' \
+		build/lock/*/requirements/serve.txt > '{{cookiecutter.project_slug}}/requirements/serve.txt'
 
 clean: ## Remove build/ and caches (keeps .venv)
 	rm -rf build .pytest_cache .ruff_cache

@@ -100,7 +100,7 @@ if __name__ == "__main__":
     deploy = ANSWERS["deploy"]
     # The image is what every deploy target runs: without Docker there is nothing to deploy.
     if not ANSWERS["include_docker"]:
-        remove("Dockerfile", ".dockerignore", "deploy")
+        remove("Dockerfile", ".dockerignore", "requirements", "tests/test_lock.py", "deploy")
     if deploy != "render":
         remove("render.yaml")
     if deploy != "huggingface":

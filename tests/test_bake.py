@@ -39,6 +39,7 @@ WORKFLOW_RESIDUE = re.compile(r"(?<!\$)\{\{|\{%|\{#|cookiecutter\.")
 LAYOUT = [
     "Makefile", "config.yaml", "pyproject.toml", ".python-version", "README.md", "LICENSE",
     ".gitignore", ".pre-commit-config.yaml", "Dockerfile", ".dockerignore", "render.yaml",
+    "requirements/serve.txt", "tests/test_lock.py",
     ".github/workflows/ci.yml", ".github/workflows/cd.yml", ".github/workflows/monitor.yml",
     ".github/dependabot.yml", "deploy/kubernetes/kustomization.yaml",
     "deploy/kubernetes/deployment.yaml", "deploy/kubernetes/service.yaml",
@@ -119,6 +120,8 @@ def expected_parts(answers: dict[str, Any]) -> dict[str, bool]:
     return {
         "Dockerfile": docker,
         ".dockerignore": docker,
+        "requirements/serve.txt": docker,  # the image's lock, and the test that checks it
+        "tests/test_lock.py": docker,
         "deploy/kubernetes/kustomization.yaml": docker,
         "render.yaml": deploy == "render",
         "deploy/huggingface/README.md": deploy == "huggingface",

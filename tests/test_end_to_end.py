@@ -289,12 +289,14 @@ def smoke(project: Path, env: dict[str, str], url: str, *args: str) -> tuple[int
 def test_serve_extra_alone_serves_the_bundle_with_the_images_command(
     bake: Callable[..., Path], trained: Path, env: dict[str, str], tmp_path: Path
 ) -> None:
-    # What the Docker image installs: the package with only its serve extra, not editable.
+    # What the Docker image installs: the locked serve packages, hashes required, then the
+    # package alone, not editable.
     source = bake()
     python, uv = tmp_path / "venv" / "bin" / "python", tool("uv")
     run([uv, "venv", "--quiet", "--python", sys.executable, str(tmp_path / "venv")])
     install = ["pip", "install", "--quiet", "--compile-bytecode", "--python", str(python)]
-    run([uv, *install, f"{source}[serve]"])
+    run([uv, *install, "--require-hashes", "-r", str(source / "requirements" / "serve.txt")])
+    run([uv, *install, "--no-deps", str(source)])
     heavy = ["mlflow", "evidently", "matplotlib", "sklearn", "scipy", "pandas", "skops", "onnx"]
     assert not importable(python, heavy)
     assert importable(python, ["onnxruntime"]) == {"onnxruntime"}
