@@ -28,6 +28,7 @@ from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.serving import server
+from {{ cookiecutter.package_name }}.serving.rollout import in_canary
 from {{ cookiecutter.package_name }}.serving.server import ServeError, run
 from {{ cookiecutter.package_name }}.store import PredictionLog
 
@@ -267,6 +268,35 @@ def test_two_workers_reload_a_new_bundle_on_sighup_and_lose_nothing_on_sigterm(
     assert output.count("Reloaded: version 2 replaces 1.") == 2
     assert output.count("Application shutdown complete") == 2
     assert "Traceback" not in output
+
+
+def test_canary_over_real_http_answers_each_key_with_its_model(
+    settings: Settings, challenger_dir: Path, frame: pd.DataFrame, schema: Schema, tmp_path: Path
+) -> None:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    row = json.loads(frame[schema.names].head(1).to_json(orient="records"))[0]
+    keys = [f"session-{i}" for i in range(200)]
+    env = {**clean_env(), "ML_SERVING__ROLLOUT": "canary", "ML_SERVING__CANARY_SHARE": "0.25"}
+    command = [sys.executable, "-m", PACKAGE, "serve", "--port", str(port), "--workers", "2"]
+    server = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_ready(base_url, server)
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            versions = [
+                client.post(
+                    "/predict", json={"instances": [row]}, headers={"X-Request-Key": key}
+                ).json()["model_version"]
+                for key in keys
+            ]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+    assert versions == ["2" if in_canary(key, 0.25) else "1" for key in keys]
+    assert 0.15 < versions.count("2") / len(keys) < 0.35
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
