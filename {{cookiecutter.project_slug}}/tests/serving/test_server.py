@@ -3,6 +3,7 @@ nothing on SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -231,7 +232,12 @@ def test_two_workers_reload_a_new_bundle_on_sighup_and_lose_nothing_on_sigterm(
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as server_log:
         server = subprocess.Popen(
-            command, cwd=tmp_path, env=clean_env(), stdout=server_log, stderr=server_log
+            command,
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=server_log,
+            stderr=server_log,
+            start_new_session=True,
         )
         try:
             wait_ready(base_url, server)
@@ -253,9 +259,7 @@ def test_two_workers_reload_a_new_bundle_on_sighup_and_lose_nothing_on_sigterm(
             server.send_signal(signal.SIGTERM)
             assert server.wait(timeout=60) == 0
         finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
+            kill_group(server)
 
     assert [a for a in answers if a[0] != 200] == []
     assert answers[0][1] == "1"
@@ -280,7 +284,12 @@ def test_canary_over_real_http_answers_each_key_with_its_model(
     env = {**clean_env(), "ML_SERVING__ROLLOUT": "canary", "ML_SERVING__CANARY_SHARE": "0.25"}
     command = [sys.executable, "-m", PACKAGE, "serve", "--port", str(port), "--workers", "2"]
     server = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         wait_ready(base_url, server)
@@ -292,11 +301,17 @@ def test_canary_over_real_http_answers_each_key_with_its_model(
                 for key in keys
             ]
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        kill_group(server)
 
     assert versions == ["2" if in_canary(key, 0.25) else "1" for key in keys]
     assert 0.15 < versions.count("2") / len(keys) < 0.35
+
+
+def kill_group(server: subprocess.Popen[bytes]) -> None:
+    """Whatever is left of the server and its workers: a worker outlives a killed parent."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
