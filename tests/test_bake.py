@@ -50,10 +50,11 @@ LAYOUT = [
         "pipeline/sources.py", "pipeline/data.py", "pipeline/columns.py", "pipeline/processed.py",
         "pipeline/features.py", "pipeline/train.py", "pipeline/registry.py", "pipeline/export.py",
         "pipeline/evaluate.py", "pipeline/model_card.py", "pipeline/results.py",
+        "pipeline/champions.py", "pipeline/lifecycle.py",
         "serving/app.py", "serving/predictor.py", "serving/body.py", "serving/schemas.py",
-        "serving/metrics.py", "serving/server.py", "serving/process.py",
+        "serving/metrics.py", "serving/server.py", "serving/process.py", "serving/rollout.py",
         "monitoring/monitor.py", "monitoring/simulate.py", "monitoring/quality.py",
-        "monitoring/alerts.py",
+        "monitoring/alerts.py", "monitoring/compare.py",
     )),
     "tests/conftest.py", "tests/test_smoke.py",
 ]  # fmt: skip

@@ -213,20 +213,34 @@ def schema(frame: pd.DataFrame) -> Schema:
 def bundle_dir(settings: Settings, frame: pd.DataFrame, schema: Schema) -> Path:
     """A real bundle (scikit-learn pipeline and its ONNX export) of a pipeline fitted on the
     synthetic frame, where settings expect it."""
+    return save_test_bundle(settings.bundle_dir, frame, schema, version="1")
+
+
+@pytest.fixture
+def challenger_dir(
+    settings: Settings, bundle_dir: Path, frame: pd.DataFrame, schema: Schema
+) -> Path:
+    """A second bundle, version 2, in models/challenger/: fitted on the targets in reverse
+    order, so it disagrees with the champion on many rows."""
+    shuffled = frame.assign(target=frame["target"].to_numpy()[::-1])
+    return save_test_bundle(settings.challenger_dir, shuffled, schema, version="2")
+
+
+def save_test_bundle(directory: Path, frame: pd.DataFrame, schema: Schema, version: str) -> Path:
     model = build_pipeline(schema, FAMILY, random_state=0)
     model.fit(schema.model_input(frame), frame["target"])
     onnx_model, _ = export_onnx(model, schema, make_frame(seed=1))
     save_bundle(
         model,
-        settings.bundle_dir,
+        directory,
         name="test-model",
-        version="1",
-        run_id="run-1",
+        version=version,
+        run_id=f"run-{version}",
         metrics={"holdout": 1.0},
         schema=schema,
         onnx_model=onnx_model,
     )
-    return settings.bundle_dir
+    return directory
 
 
 Traffic = Callable[..., pd.DataFrame]

@@ -13,8 +13,12 @@ import pytest
 import {{ cookiecutter.package_name }}
 from {{ cookiecutter.package_name }} import demo as demo_module
 from {{ cookiecutter.package_name }}.config import Settings
+{%- if not cookiecutter.include_monitoring %}
 from {{ cookiecutter.package_name }}.pipeline.processed import read_split
+{%- endif %}
 from {{ cookiecutter.package_name }}.store import PredictionLog
+
+{%- if not cookiecutter.include_monitoring %}
 
 
 def skip_training(settings: Settings) -> None:
@@ -22,6 +26,7 @@ def skip_training(settings: Settings) -> None:
     split, schema = read_split(settings.data.processed_dir)
     rows = json.loads(split.test[schema.names].head(5).to_json(orient="records"))
     (settings.bundle_dir / "sample_request.json").write_text(json.dumps({"instances": rows}))
+{%- endif %}
 
 
 def test_demo_runs_the_whole_loop(
@@ -30,7 +35,9 @@ def test_demo_runs_the_whole_loop(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+{%- if not cookiecutter.include_monitoring %}
     monkeypatch.setattr(demo_module, "train", skip_training)
+{%- endif %}
     # The server is `python -m <package>` in a new process: it must find the package.
     monkeypatch.setenv("PYTHONPATH", str(Path({{ cookiecutter.package_name }}.__file__).parents[1]))
     caplog.set_level(logging.INFO)
@@ -46,6 +53,12 @@ def test_demo_runs_the_whole_loop(
     summary = json.loads((settings.monitoring.reports_dir / "drift_summary.json").read_text())
     assert summary["drift_detected"]  # the report on drifted traffic
     assert "Expected" not in caplog.text
+    # the lifecycle: a challenger in the shadow, compared, promoted, rolled back, each reloaded
+    assert "The service shadows challenger v2." in caplog.text
+    compared = json.loads((settings.monitoring.reports_dir / "compare_summary.json").read_text())
+    assert compared["challenger"]["rows"] == compared["paired_rows"] > 0
+    assert "Promoted: the service answers with v2." in caplog.text
+    assert "Rolled back: the service answers with v1 again." in caplog.text
 {%- else %}
     assert "POST /predict" in caplog.text
 {%- endif %}

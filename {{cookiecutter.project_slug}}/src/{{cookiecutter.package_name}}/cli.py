@@ -74,6 +74,22 @@ def serve(
 
 
 @stage
+def promote() -> None:
+    """Make the challenger the champion and export it to models/."""
+    from .pipeline.lifecycle import promote as promote_challenger
+
+    promote_challenger(get_settings())
+
+
+@stage
+def rollback() -> None:
+    """Put the previous champion back and export it to models/."""
+    from .pipeline.lifecycle import rollback as roll_back
+
+    roll_back(get_settings())
+
+
+@stage
 def mlflow_ui(port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000) -> None:
     """Open the MLflow UI on the tracking store."""
     from .pipeline.registry import mlflow_ui as run_ui
@@ -161,6 +177,14 @@ def monitor(
         failed = True
     if failed:
         raise typer.Exit(1)
+
+
+@stage
+def compare() -> None:
+    """Champion vs challenger on the logged traffic: agreement, live quality, latency."""
+    from .monitoring.compare import compare as run_compare
+
+    run_compare(get_settings())
 {%- endif %}
 
 

@@ -33,6 +33,7 @@ from .errors import UserError
 Task = Literal["classification", "regression"]
 ModelFamily = Literal["hist_gradient_boosting", "random_forest", "linear"]
 Runtime = Literal["onnx", "sklearn"]
+Rollout = Literal["off", "shadow", "canary"]
 
 
 class ConfigError(UserError):
@@ -91,6 +92,8 @@ class ServingSettings(Section):
     def _empty_is_unset(cls, value: Any) -> Any:
         """An empty variable (e.g. a build argument left out) means "not set"."""
         return None if value in ("", None) else value
+    rollout: Rollout = "off"
+    canary_share: float = Field(0.1, ge=0, le=1)
 
 
 class MonitoringSettings(Section):
@@ -125,6 +128,10 @@ class Settings(BaseSettings):
     @property
     def bundle_dir(self) -> Path:
         return self.model.models_dir
+
+    @property
+    def challenger_dir(self) -> Path:
+        return self.model.models_dir / "challenger"
 
     @classmethod
     def settings_customise_sources(

@@ -1,11 +1,21 @@
-"""`make demo`: the whole loop on one machine, from raw data to a model answering requests."""
+"""`make demo`: the whole loop on one machine, from raw data to a model answering requests{% if cookiecutter.include_monitoring %},
+then its lifecycle: drift, a challenger in the shadow, compare, promote, roll back{% endif %}."""
 
 from __future__ import annotations
 
+{% if cookiecutter.include_monitoring -%}
+import json
+{% endif -%}
 import logging
+import os
+{% if cookiecutter.include_monitoring -%}
+import signal
+{% endif -%}
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -36,11 +46,11 @@ def demo(settings: Settings) -> None:
     port = process.free_port(HOST)
     command = [sys.executable, "-m", PACKAGE, "serve", "--host", HOST, "--port", str(port)]
     log.info("Starting the service: %s", " ".join(command[1:]))
-    server = process.start(command)
+    server = process.start(command, env={**os.environ, **SERVICE_ENV})
     try:
         with _timed("serve", timings):
             _wait_until_ready(f"http://{HOST}:{port}", server)
-        exercise(settings, port, timings)
+        exercise(settings, server, port, timings)
     finally:
         if not process.stop(server):
             log.warning("The service did not stop within %.0f s: killed it.", process.STOP_TIMEOUT)
@@ -51,22 +61,20 @@ def demo(settings: Settings) -> None:
 {%- if cookiecutter.include_monitoring %}
 
 
-def exercise(settings: Settings, port: int, timings: dict[str, float]) -> None:
-    """Every held-out row, then a drift report; the same rows shifted, then another report."""
-    from .monitoring.monitor import monitor
-    from .monitoring.simulate import simulate
-    from .store import PredictionLog
+# The service tries a challenger in the shadow as soon as there is one (models/challenger/).
+SERVICE_ENV = {"ML_SERVING__ROLLOUT": "shadow"}
 
-    store = PredictionLog(settings.serving.prediction_log_url)
+
+def exercise(
+    settings: Settings, server: subprocess.Popen[bytes], port: int, timings: dict[str, float]
+) -> None:
+    """Normal traffic and a drift report, drifted traffic and another; then the lifecycle."""
+    from .monitoring.monitor import monitor
+
     for drift in (False, True):
         phase = "drifted" if drift else "normal"
         with _timed(f"{phase} traffic", timings):
-            logged = store.count()
-            sent = simulate(settings, host=HOST, port=port, drift=drift)
-            # The service writes its log off the request path: let the last rows land.
-            deadline = time.monotonic() + 10
-            while store.count() < logged + sent and time.monotonic() < deadline:
-                time.sleep(0.1)
+            sent = _traffic(settings, port, drift=drift)
         # Compare exactly this phase's rows: the log may hold traffic of earlier runs.
         window = settings.monitoring.model_copy(update={"window": sent})
         with _timed(f"monitor {phase}", timings):
@@ -80,14 +88,107 @@ def exercise(settings: Settings, port: int, timings: dict[str, float]) -> None:
                 summary.report_path,
             )
     log.info("Drift report: %s (summary: drift_summary.json beside it)", summary.report_path)
+    lifecycle(settings, server, port, timings)
+
+
+def lifecycle(
+    settings: Settings, server: subprocess.Popen[bytes], port: int, timings: dict[str, float]
+) -> None:
+    """A model retrained on the drifted rows becomes the challenger (it loses on the holdout);
+    the service shadows it on drifted traffic; compare; promote it, then roll back, each picked
+    up by the running service on SIGHUP."""
+    from .monitoring.compare import compare
+    from .pipeline import lifecycle as registry
+
+    with _timed("challenger", timings):
+        version = drifted_challenger(settings)
+    if version is None:
+        return
+    _reload(server, port, champion=_served(port)[0], challenger=version)
+    log.info("The service shadows challenger v%s.", version)
+    with _timed("shadow traffic", timings):
+        _traffic(settings, port, drift=True, copies=2)  # the champion's rows and the challenger's
+    with _timed("compare", timings):
+        compare(settings)
+    champion = _served(port)[0]
+    registry.promote(settings)
+    _reload(server, port, champion=version, challenger=None)
+    log.info("Promoted: the service answers with v%s.", version)
+    registry.rollback(settings)
+    _reload(server, port, champion=champion, challenger=None)
+    log.info("Rolled back: the service answers with v%s again.", champion)
+
+
+def drifted_challenger(settings: Settings) -> str | None:
+    """Fit the family's default pipeline on the drifted training rows and register it: worse
+    on the (undrifted) holdout rows, it becomes @challenger in models/challenger/. Its version,
+    or None when it beat the champion after all."""
+    from .monitoring.simulate import shift
+    from .pipeline.evaluate import evaluate
+    from .pipeline.features import build_pipeline
+    from .pipeline.processed import read_split
+    from .pipeline.registry import Candidate, log_run, promote, start_tracking
+    from .pipeline.train import challenge
+
+    split, schema = read_split(settings.data.processed_dir)
+    drifted = split.train.assign(**shift(split.train[schema.names], schema))
+    model = build_pipeline(schema, settings.model.family, settings.random_state)
+    model.fit(schema.model_input(drifted), drifted[schema.target])
+    test = evaluate(schema.task, model, schema.model_input(split.test), split.test[schema.target])
+    candidate = Candidate("drifted", model, {}, float("nan"), "none", len(drifted), test)
+    start_tracking(settings)
+    log_run(settings, candidate, split, schema, selected=True)
+    promotion = promote(settings, candidate, split, schema)
+    if promotion.promoted:
+        log.warning("The model trained on drifted rows beat the champion: no challenger to try.")
+        return None
+    challenge(settings, promotion, candidate, split, schema)
+    return promotion.version
+
+
+def _traffic(settings: Settings, port: int, *, drift: bool, copies: int = 1) -> int:
+    """Send every held-out row (shifted with `drift`); return how many once all are logged
+    (`copies` times each: twice when a challenger shadows the champion)."""
+    from .monitoring.simulate import simulate
+    from .store import PredictionLog
+
+    store = PredictionLog(settings.serving.prediction_log_url)
+    logged = store.count()
+    sent = simulate(settings, host=HOST, port=port, drift=drift)
+    # The service writes its log off the request path: let the last rows land.
+    deadline = time.monotonic() + 10
+    while store.count() < logged + copies * sent and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return sent
+
+
+def _served(port: int) -> tuple[str, str | None]:
+    """The versions of the champion and the challenger the service holds (GET /metadata)."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metadata", timeout=10) as response:
+        metadata = json.load(response)
+    return metadata["version"], metadata["challenger_version"]
+
+
+def _reload(
+    server: subprocess.Popen[bytes], port: int, *, champion: str, challenger: str | None
+) -> None:
+    """SIGHUP: the service loads models/ again; wait until it holds these versions."""
+    server.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while _served(port) != (champion, challenger):
+        if time.monotonic() > deadline:
+            raise DemoError(f"The service did not load v{champion} after SIGHUP.")
+        time.sleep(0.1)
 {%- else %}
 
 
-def exercise(settings: Settings, port: int, timings: dict[str, float]) -> None:
-    """Send models/sample_request.json to /predict and log the answer."""
-    import urllib.error
-    import urllib.request
+SERVICE_ENV: dict[str, str] = {}
 
+
+def exercise(
+    settings: Settings, server: subprocess.Popen[bytes], port: int, timings: dict[str, float]
+) -> None:
+    """Send models/sample_request.json to /predict and log the answer."""
     sample = settings.bundle_dir / "sample_request.json"
     request = urllib.request.Request(
         f"http://{HOST}:{port}/predict",

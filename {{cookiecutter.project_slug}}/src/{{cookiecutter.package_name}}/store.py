@@ -60,7 +60,8 @@ predictions = Table(
     Column("model_version", Text, nullable=False),
     Column("features", Text, nullable=False),  # JSON object: the row as received
     Column("prediction", Text, nullable=False),  # JSON value
-    UniqueConstraint("request_id", "row_index", name="uq_predictions_request_row"),
+    # a shadowed request is logged twice: once per model role
+    UniqueConstraint("request_id", "row_index", "model_role", name="uq_predictions_request_row"),
 )
 
 
@@ -76,7 +77,8 @@ def _now() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class PredictionRecord:
-    """One answered row; `request_id` + `row_index` identify it, so it is logged at most once."""
+    """One scored row; `request_id` + `row_index` + `model_role` identify it, so it is logged
+    at most once."""
 
     request_id: str
     row_index: int

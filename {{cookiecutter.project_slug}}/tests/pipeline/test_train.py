@@ -104,10 +104,14 @@ def test_train_selects_by_cross_validation_even_when_the_test_rows_disagree(
     assert runs_by_name(settings)["tuned"].data.tags["selected"] == "true"
 
 
-def test_a_losing_retrain_leaves_models_byte_identical(
+def bundle_files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+
+
+def test_a_losing_retrain_leaves_models_byte_identical_and_becomes_the_challenger(
     trained: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = {p.name: p.read_bytes() for p in trained.bundle_dir.iterdir()}
+    before = bundle_files(trained.bundle_dir)
     calls: list[int] = []
     real = registry.compute_metrics
 
@@ -122,14 +126,19 @@ def test_a_losing_retrain_leaves_models_byte_identical(
     assert "does not beat the champion" in result.promotion.reason
     split, _ = read_split(trained.data.processed_dir)
     assert calls == [len(split.test)]  # the champion, scored once; the candidates were already
-    assert {p.name: p.read_bytes() for p in trained.bundle_dir.iterdir()} == before
+    assert bundle_files(trained.bundle_dir) == before
+    assert load_bundle(trained.challenger_dir).version == result.promotion.version
+    challenger = MlflowClient().get_model_version_by_alias(
+        trained.model.registered_name, "challenger"
+    )
+    assert str(challenger.version) == result.promotion.version
 
 
 def test_models_is_restored_from_the_champions_run_not_from_todays_data(
     trained: Settings,
 ) -> None:
     champion = load_bundle(trained.bundle_dir)
-    for path in trained.bundle_dir.iterdir():
+    for path in trained.bundle_dir.glob("*.*"):
         path.unlink()
 
     result = train(trained)

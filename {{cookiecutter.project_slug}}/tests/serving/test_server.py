@@ -1,16 +1,19 @@
-"""`serve` for real: uvicorn's options, and a two-worker server that loses nothing on SIGTERM."""
+"""`serve` for real: uvicorn's options, and a two-worker server that reloads on SIGHUP and loses
+nothing on SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,12 @@ import uvicorn
 from typer.testing import CliRunner
 
 import {{ cookiecutter.package_name }}
+from {{ cookiecutter.package_name }}.bundle import METADATA_FILE, MODEL_FILE, ONNX_FILE
 from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.serving import server
+from {{ cookiecutter.package_name }}.serving.rollout import in_canary
 from {{ cookiecutter.package_name }}.serving.server import ServeError, run
 from {{ cookiecutter.package_name }}.store import PredictionLog
 
@@ -35,15 +40,15 @@ SRC = Path({{ cookiecutter.package_name }}.__file__).resolve().parents[1]
 
 @pytest.fixture
 def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """uvicorn.run replaced by a recorder; os.environ is a copy the test may change."""
+    """uvicorn's supervisor replaced by a recorder; os.environ is a copy the test may change."""
     calls: list[dict[str, Any]] = []
 
-    def record(app: str, **options: Any) -> None:
+    def record(config: uvicorn.Config) -> None:
         metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        calls.append({"app": app, "metrics_dir": metrics_dir, **options})
-        assert metrics_dir is None or Path(metrics_dir).is_dir()
+        calls.append({"config": config, "metrics_dir": metrics_dir})
+        assert metrics_dir is not None and Path(metrics_dir).is_dir()
 
-    monkeypatch.setattr(uvicorn, "run", record)
+    monkeypatch.setattr(server, "supervise", record)
     # These tests check options only: a server you left running on 8000 must not fail them
     # (the port check has its own tests, with real sockets).
     monkeypatch.setattr(server, "_check_can_listen", lambda host, port: None)
@@ -58,11 +63,11 @@ def test_run_serves_the_app_factory_with_the_settings(
     run(settings)
 
     [call] = uvicorn_calls
-    assert call["app"] == f"{PACKAGE}.serving.app:create_app"
-    assert call["factory"] is True
-    assert (call["host"], call["port"], call["workers"]) == ("127.0.0.1", 8000, 1)
-    assert call["metrics_dir"] is None  # one worker: plain in-process metrics
-    assert call["log_config"]["root"]["level"] == "INFO"
+    config = call["config"]
+    assert config.app == f"{PACKAGE}.serving.app:create_app"
+    assert config.factory is True
+    assert (config.host, config.port, config.workers) == ("127.0.0.1", 8000, 1)
+    assert config.log_config["root"]["level"] == "INFO"
 
 
 def test_run_options_win_and_workers_share_their_metrics(
@@ -73,8 +78,8 @@ def test_run_options_win_and_workers_share_their_metrics(
     run(settings, host="0.0.0.0", port=9000, workers=3)
 
     [call] = uvicorn_calls
-    assert (call["host"], call["port"], call["workers"]) == ("0.0.0.0", 9000, 3)
-    assert call["metrics_dir"] is not None
+    config = call["config"]
+    assert (config.host, config.port, config.workers) == ("0.0.0.0", 9000, 3)
     assert not Path(call["metrics_dir"]).exists()  # removed when the server stopped
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     assert os.environ["OMP_NUM_THREADS"] == "1"
@@ -100,10 +105,10 @@ def occupied_port() -> Iterator[int]:
 
 @pytest.fixture
 def no_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
-    def start(app: str, **options: Any) -> None:
+    def start(config: uvicorn.Config) -> None:
         raise AssertionError("uvicorn started (and would have loaded the model)")
 
-    monkeypatch.setattr(uvicorn, "run", start)
+    monkeypatch.setattr(server, "supervise", start)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
@@ -136,14 +141,11 @@ def test_the_port_check_leaves_the_port_free_for_uvicorn(
     port = free_port()
     bound: list[int] = []
 
-    def bind_like_uvicorn(app: str, **options: Any) -> None:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((options["host"], options["port"]))
-            sock.listen()
+    def bind_like_uvicorn(config: uvicorn.Config) -> None:
+        with config.bind_socket() as sock:
             bound.append(sock.getsockname()[1])
 
-    monkeypatch.setattr(uvicorn, "run", bind_like_uvicorn)
+    monkeypatch.setattr(server, "supervise", bind_like_uvicorn)
     run(settings, port=port)
 
     assert bound == [port]
@@ -183,49 +185,140 @@ def wait_ready(base_url: str, server: subprocess.Popen[bytes], timeout: float = 
     raise AssertionError(f"not ready after {timeout} s")
 
 
-def test_two_workers_lose_no_prediction_on_sigterm(
-    settings: Settings, bundle_dir: Path, frame: pd.DataFrame, schema: Schema, tmp_path: Path
+class Load:
+    """Threads that post rows one by one on kept-alive connections until stopped; each answer
+    is kept as (status, model version), in order (status 0: no answer)."""
+
+    def __init__(self, client: httpx.Client, records: list[dict[str, Any]], threads: int = 4):
+        self.client, self.records = client, records
+        self.answers: list[tuple[int, str]] = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._post, args=(n,)) for n in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def _post(self, offset: int) -> None:
+        i = offset
+        while not self.stopping.is_set():
+            row = self.records[i % len(self.records)]
+            try:
+                response = self.client.post("/predict", json={"instances": [row]})
+                self.answers.append((response.status_code, response.json()["model_version"]))
+            except (httpx.HTTPError, ValueError, KeyError) as exc:  # no answer, or not JSON
+                self.answers.append((0, type(exc).__name__))
+            i += 1
+
+    def served_only(self, version: str, last: int = 40) -> bool:
+        recent = self.answers[-last:]
+        return len(recent) == last and all(v == version for _, v in recent)
+
+    def stop(self) -> list[tuple[int, str]]:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join()
+        return self.answers
+
+
+def test_two_workers_reload_a_new_bundle_on_sighup_and_lose_nothing_on_sigterm(
+    settings: Settings, challenger_dir: Path, frame: pd.DataFrame, schema: Schema, tmp_path: Path
 ) -> None:
+    """Under steady load on kept-alive connections: models/ changes from v1 to v2 (what `make
+    promote` does), SIGHUP reloads it in both workers, then SIGTERM stops them. No request
+    fails, every answered row is logged, and the answers move from v1 to v2."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     records = json.loads(frame[schema.names].to_json(orient="records"))
-    requests = 240
     command = [sys.executable, "-m", PACKAGE, "serve", "--port", str(port), "--workers", "2"]
-    with (tmp_path / "server.log").open("wb") as server_log:
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as server_log:
         server = subprocess.Popen(
-            command, cwd=tmp_path, env=clean_env(), stdout=server_log, stderr=server_log
+            command,
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=server_log,
+            stderr=server_log,
+            start_new_session=True,
         )
         try:
             wait_ready(base_url, server)
+            wait_for(lambda: log_path.read_text().count("Application startup complete") == 2)
             with httpx.Client(base_url=base_url, timeout=30) as client:
-
-                def predict(i: int) -> int:
-                    row = records[i % len(records)]
-                    return client.post("/predict", json={"instances": [row]}).status_code
-
-                with ThreadPoolExecutor(max_workers=16) as pool:
-                    statuses = list(pool.map(predict, range(requests)))
+                load = Load(client, records)
+                try:
+                    wait_for(lambda: load.served_only("1"))
+                    for name in (ONNX_FILE, MODEL_FILE, METADATA_FILE):  # the metadata last
+                        shutil.copy(challenger_dir / name, settings.bundle_dir / name)
+                    server.send_signal(signal.SIGHUP)
+                    wait_for(lambda: load.served_only("2"))
+                finally:
+                    answers = load.stop()
+                answered = sum(status == 200 for status, _ in answers)
                 # A worker counts a request once its answer is sent: the last count may land
                 # just after the client has it.
-                deadline = time.monotonic() + 10
-                metrics = client.get("/metrics").text
-                while f"{PREDICT_200} {requests}.0" not in metrics and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    metrics = client.get("/metrics").text
+                wait_for(lambda: f"{PREDICT_200} {answered}.0" in client.get("/metrics").text)
             server.send_signal(signal.SIGTERM)
             assert server.wait(timeout=60) == 0
         finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
+            kill_group(server)
 
-    assert statuses == [200] * requests
-    # /metrics adds up both workers
-    assert f"{PREDICT_200} {requests}.0" in metrics
-    assert PredictionLog(settings.serving.prediction_log_url).count() == requests
-    output = (tmp_path / "server.log").read_text()
+    assert [a for a in answers if a[0] != 200] == []
+    assert answers[0][1] == "1"
+    log = PredictionLog(settings.serving.prediction_log_url)
+    assert log.count() == len(answers)
+    assert log.read_latest(len(answers))["model_version"].value_counts().to_dict() == (
+        pd.Series([v for _, v in answers]).value_counts().to_dict()
+    )
+    output = log_path.read_text()
+    assert output.count("Reloaded: version 2 replaces 1.") == 2
     assert output.count("Application shutdown complete") == 2
     assert "Traceback" not in output
+
+
+def test_canary_over_real_http_answers_each_key_with_its_model(
+    settings: Settings, challenger_dir: Path, frame: pd.DataFrame, schema: Schema, tmp_path: Path
+) -> None:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    row = json.loads(frame[schema.names].head(1).to_json(orient="records"))[0]
+    keys = [f"session-{i}" for i in range(200)]
+    env = {**clean_env(), "ML_SERVING__ROLLOUT": "canary", "ML_SERVING__CANARY_SHARE": "0.25"}
+    command = [sys.executable, "-m", PACKAGE, "serve", "--port", str(port), "--workers", "2"]
+    server = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_ready(base_url, server)
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            versions = [
+                client.post(
+                    "/predict", json={"instances": [row]}, headers={"X-Request-Key": key}
+                ).json()["model_version"]
+                for key in keys
+            ]
+    finally:
+        kill_group(server)
+
+    assert versions == ["2" if in_canary(key, 0.25) else "1" for key in keys]
+    assert 0.15 < versions.count("2") / len(keys) < 0.35
+
+
+def kill_group(server: subprocess.Popen[bytes]) -> None:
+    """Whatever is left of the server and its workers: a worker outlives a killed parent."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting after {timeout} s"
+        time.sleep(0.05)
 
 
 SERVE_ONLY = """

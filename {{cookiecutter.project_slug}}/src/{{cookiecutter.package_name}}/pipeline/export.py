@@ -1,8 +1,9 @@
-"""models/: the champion's bundle, and only ever the champion's.
+"""models/: the champion's bundle, and models/challenger/: the challenger's, if there is one.
 
-A new champion is exported from this run, then the whole folder is stored with its MLflow run.
-When the champion stays, models/ is left as it is, or rebuilt from the champion's own run when
-it holds something else, never from today's data.
+A new model is exported from this run, then its files are stored with its MLflow run. When the
+champion stays, models/ is left as it is, or rebuilt from the champion's own run when it holds
+something else, never from today's data. `make promote` and `make rollback` restore a version's
+bundle from its run the same way.
 """
 
 from __future__ import annotations
@@ -31,12 +32,18 @@ EXPORTED = ("model.*", METADATA_FILE, "sample_request.json", "model_card.md", "*
 
 
 def export_bundle(
-    settings: Settings, champion: Candidate, promotion: Promotion, split: Split, schema: Schema
+    settings: Settings,
+    champion: Candidate,
+    promotion: Promotion,
+    split: Split,
+    schema: Schema,
+    *,
+    directory: Path | None = None,
 ) -> tuple[Path, Parity | None]:
-    """Write the new champion to models/ with a sample request and its plots; with
-    serving.runtime onnx, also as ONNX checked against the pipeline on the test rows (its parity
-    figures go into metadata.json and are returned for the model card)."""
-    directory = settings.bundle_dir
+    """Write this run's model to `directory` (models/ by default) with a sample request and its
+    plots; with serving.runtime onnx, also as ONNX checked against the pipeline on the test rows
+    (its parity figures go into metadata.json and are returned for the model card)."""
+    directory = directory or settings.bundle_dir
     _clear(directory)
     onnx_model, parity = None, None
     if settings.serving.runtime == "onnx":
@@ -64,37 +71,48 @@ def export_bundle(
 
 
 def store_with_run(directory: Path, run_id: str) -> None:
-    """Keep a copy of the exported folder with the champion's run, to restore it from later."""
-    MlflowClient().log_artifacts(run_id, str(directory), RUN_FOLDER)
+    """Keep a copy of the exported files with the model's run, to restore them from later (only
+    the files: models/challenger/ belongs to another run)."""
+    client = MlflowClient()
+    for path in sorted(directory.iterdir()):
+        if path.is_file():
+            client.log_artifact(run_id, str(path), RUN_FOLDER)
 
 
 def restore_bundle(settings: Settings, promotion: Promotion) -> None:
-    """Make models/ hold the champion that stayed: untouched when it already does."""
-    directory = settings.bundle_dir
-    metadata = directory / METADATA_FILE
-    if metadata.is_file() and json.loads(metadata.read_text()).get("version") == (
-        promotion.champion_version
-    ):
-        log.info(
-            "%s/ already holds champion v%s: left as it is.", directory, promotion.champion_version
+    """Make models/ hold the champion that stayed."""
+    if not restore(settings.bundle_dir, promotion.champion_version, promotion.champion_run_id):
+        log.warning(
+            "Retrain the champion or move the @champion alias (make mlflow-ui) to fix models/."
         )
-        return
+
+
+def restore(directory: Path, version: str, run_id: str) -> bool:
+    """Make `directory` hold the bundle of `version` from its run: untouched when it already
+    does. False when the run kept no copy."""
+    metadata = directory / METADATA_FILE
+    if metadata.is_file() and json.loads(metadata.read_text()).get("version") == version:
+        log.info("%s/ already holds v%s: left as it is.", directory, version)
+        return True
     with tempfile.TemporaryDirectory() as tmp:
         try:
             copy = mlflow.artifacts.download_artifacts(
-                run_id=promotion.champion_run_id, artifact_path=RUN_FOLDER, dst_path=tmp
+                run_id=run_id, artifact_path=RUN_FOLDER, dst_path=tmp
             )
         except (MlflowException, OSError):
-            log.warning(
-                "%s/ does not hold champion v%s and its run kept no copy: retrain it or move "
-                "the @champion alias (make mlflow-ui).",
-                directory,
-                promotion.champion_version,
-            )
-            return
+            log.warning("%s/ does not hold v%s and its run kept no copy.", directory, version)
+            return False
         _clear(directory)
         shutil.copytree(copy, directory, dirs_exist_ok=True)
-    log.info("Restored champion v%s to %s/ from its run.", promotion.champion_version, directory)
+    log.info("Restored v%s to %s/ from its run.", version, directory)
+    return True
+
+
+def remove_challenger(settings: Settings) -> None:
+    """A new champion ends the challenge: models/challenger/ goes."""
+    if settings.challenger_dir.is_dir():
+        shutil.rmtree(settings.challenger_dir)
+        log.info("Removed %s/: the challenge is over.", settings.challenger_dir)
 
 
 def _clear(directory: Path) -> None:

@@ -1,4 +1,5 @@
-"""MLflow: one run per candidate, and the registry's `@champion` alias (models/ is export.py)."""
+"""MLflow: one run per candidate, registered as `@champion` or `@challenger` (champions.py keeps
+the aliases; models/ is export.py)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ from skops import io as sio
 
 from ..config import Settings
 from ..schema import Schema
+from .champions import CHALLENGER, CHAMPION, crown, version_by_alias
 from .evaluate import Evaluation, compute_metrics, is_better, primary_metric
 from .processed import Split
 
 log = logging.getLogger(__name__)
-CHAMPION = "champion"
 TRAIN_ROWS = "train_rows.npy"  # row hashes of a run's training data
 MIN_COMPARE_ROWS = 20  # fewer unseen test rows than this: no fair comparison with the champion
 
@@ -118,19 +119,24 @@ def log_run(
 
 def promote(settings: Settings, best: Candidate, split: Split, schema: Schema) -> Promotion:
     """Register `best`; it becomes `@champion` only if it beats the current champion on test
-    rows that neither of them was trained on."""
+    rows that neither of them was trained on, else `@challenger` (to try on live traffic)."""
     client = MlflowClient()
     name = settings.model.registered_name
     version = str(mlflow.register_model(best.model_uri, name).version)
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        champion = None
+    champion = version_by_alias(client, name, CHAMPION)
     keep = None if champion is None else _reason_to_keep(champion, best, split, schema)
     if champion is not None and keep is not None:
-        log.info("Candidate v%s: %s Champion v%s stays.", version, keep, champion.version)
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        log.info(
+            "Candidate v%s: %s Champion v%s stays; v%s is @%s.",
+            version,
+            keep,
+            champion.version,
+            version,
+            CHALLENGER,
+        )
         return Promotion(version, False, str(champion.version), str(champion.run_id), keep)
-    client.set_registered_model_alias(name, CHAMPION, version)
+    crown(client, name, version)
     reason = "first model" if champion is None else f"replaces v{champion.version}"
     log.info("Model %s v%s is now @%s (%s).", name, version, CHAMPION, reason)
     return Promotion(version, True, version, best.run_id, reason)

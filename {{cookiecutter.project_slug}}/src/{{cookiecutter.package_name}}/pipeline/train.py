@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 from ..config import Settings
 from ..schema import Schema
 from .evaluate import clearly_better, evaluate, trivial_metrics
-from .export import export_bundle, restore_bundle, store_with_run
+from .export import export_bundle, remove_challenger, restore_bundle, store_with_run
 from .features import build_pipeline
 from .model_card import write_model_card
 from .processed import Split, read_split
@@ -165,8 +165,10 @@ def train(settings: Settings) -> TrainResult:
             best=best,
             trivial=trivial,
         )
+        remove_challenger(settings)
     else:
         restore_bundle(settings, promotion)
+        challenge(settings, promotion, best, split, schema)
     return TrainResult(best=best, candidates=candidates, promotion=promotion)
 
 
@@ -210,6 +212,22 @@ def publish(
     )
     if write_results(Path("README.md"), section):
         log.info("README.md: the Results section now shows v%s.", promotion.version)
+
+
+def challenge(
+    settings: Settings, promotion: Promotion, best: Candidate, split: Split, schema: Schema
+) -> None:
+    """The model that did not win: models/challenger/, for the service to try on live traffic
+    (serving.rollout) and `make promote` to crown if it does better there."""
+    directory, _ = export_bundle(
+        settings, best, promotion, split, schema, directory=settings.challenger_dir
+    )
+    store_with_run(directory, best.run_id)
+    log.info(
+        "Challenger v%s is in %s/: try it with serving.rollout shadow or canary.",
+        promotion.version,
+        directory,
+    )
 
 
 def training_threads(rows: int, features: int) -> int | None:

@@ -8,7 +8,10 @@ routes (API key, JSON only, limits, HEAD) is in guards.py.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -47,6 +50,8 @@ log = logging.getLogger(__name__)
 INLINE_ROWS = 64
 # Swagger UI's own files, installed with the serve extra: /docs works with no internet access.
 DOCS_ASSETS = "/docs-assets"
+# With serving.rollout canary, requests that send the same key are answered by the same model.
+REQUEST_KEY = "X-Request-Key"
 
 
 @dataclass
@@ -57,6 +62,24 @@ class Service:
     predictor: Predictor | None = None
     problem: str = "The service is starting."
 
+    async def reload(self) -> None:
+        """Load models/ again beside the served model, then swap: requests under way finish
+        with the old one, the next get the new one. A bundle that fails keeps the old one."""
+        old = self.predictor
+        prediction_log = None if old is None else old.prediction_log
+        try:
+            self.predictor = await run_in_threadpool(Predictor.load, self.settings, prediction_log)
+        except UserError as exc:
+            log.error("Reload failed, the served model stays: %s", exc)
+            return
+        if old is not None:
+            log.info(
+                "Reloaded: version %s replaces %s.",
+                self.predictor.bundle.version,
+                old.bundle.version,
+            )
+            await run_in_threadpool(old.rollout.close)
+
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,11 +89,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except UserError as exc:
         service.problem = f"Not ready: {exc.public}; the server log says why."
         log.error("Not ready: %s", exc)
+    _reload_on_sighup(service)
     try:
         yield
     finally:
         if service.predictor is not None:
-            service.predictor.prediction_log.close()
+            service.predictor.close()
+
+
+def _reload_on_sighup(service: Service) -> None:
+    """SIGHUP (from `serve`'s supervisor, server.py) reloads the model. Signals reach only the
+    main thread: an app run elsewhere (a test client) has nothing to install."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()  # a reference, so a reload is not collected midway
+
+    def start_reload() -> None:
+        task = loop.create_task(service.reload())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: loop.call_soon_threadsafe(start_reload))
 
 
 async def get_service(request: Request) -> Service:
@@ -116,6 +156,7 @@ async def ready(predictor: PredictorDep) -> ReadyResponse:
 async def metadata(predictor: PredictorDep) -> MetadataResponse:
     """The served model: name, version, holdout metrics and feature schema."""
     meta = predictor.bundle.metadata
+    challenger = predictor.rollout.challenger
     return MetadataResponse(
         name=str(meta.get("name", "")),
         version=predictor.bundle.version,
@@ -125,6 +166,8 @@ async def metadata(predictor: PredictorDep) -> MetadataResponse:
         created_at=meta.get("created_at"),
         metrics=meta.get("metrics", {}),
         feature_schema=predictor.bundle.schema.to_dict(),
+        rollout=predictor.rollout.mode,
+        challenger_version=None if challenger is None else challenger.version,
     )
 
 
@@ -142,11 +185,12 @@ async def metadata(predictor: PredictorDep) -> MetadataResponse:
 async def predict(request: Request, predictor: PredictorDep) -> Response:
     """Score `instances` (see the example); every row is added to the prediction log."""
     instances = await read_instances(request, predictor)
+    key = request.headers.get(REQUEST_KEY)
     try:
         if len(instances) <= INLINE_ROWS:
-            answer = predictor.predict(instances)
+            answer = predictor.predict(instances, key)
         else:
-            answer = await run_in_threadpool(predictor.predict, instances)
+            answer = await run_in_threadpool(predictor.predict, instances, key)
     except NotScorableError as exc:
         raise HTTPException(
             422, detail=f"The model cannot score these values ({exc}): check for extreme numbers."

@@ -1,7 +1,7 @@
 """Prometheus metrics: requests by route and status, latency, and what the model predicts.
 
-With several uvicorn workers, `serve` points PROMETHEUS_MULTIPROC_DIR at a shared directory
-and /metrics adds up every worker's numbers (prometheus_client's multiprocess mode).
+`serve` points PROMETHEUS_MULTIPROC_DIR at a directory its workers share, and /metrics adds up
+every worker's numbers, restarted ones included (prometheus_client's multiprocess mode).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from ..bundle import Bundle, BundleError, load_bundle
 from ..config import Settings
 from ..store import PredictionLog, PredictionRecord
 from .metrics import observe_predictions
-from .runtimes import Runtime, Scores, load_runtime
+from .rollout import CHAMPION, Model, Rollout
+from .runtimes import Runtime, load_runtime
 from .schemas import PredictResponse, request_model
 
 log = logging.getLogger(__name__)
@@ -28,16 +29,19 @@ BODY_SLACK_BYTES = 65_536
 
 @dataclass(frozen=True)
 class Predictor:
-    """A verified bundle and the runtime that scores with it; what /predict needs."""
+    """The champion's verified bundle and the runtime that scores with it, the challenger if
+    serving.rollout brings one in; what /predict needs."""
 
     bundle: Bundle
     runtime: Runtime
     request_model: type[BaseModel]
     prediction_log: PredictionLog
     max_body_bytes: int
+    rollout: Rollout
 
     @classmethod
-    def load(cls, settings: Settings) -> Predictor:
+    def load(cls, settings: Settings, prediction_log: PredictionLog | None = None) -> Predictor:
+        """Load the bundles; open the prediction log unless a reload passes the open one."""
         serving = settings.serving
         bundle = load_bundle(
             settings.bundle_dir,
@@ -50,8 +54,10 @@ class Predictor:
                 f"task: {settings.task}. Run `make train` to export a matching model."
             )
         runtime = load_runtime(settings.serving.runtime, bundle)
-        prediction_log = PredictionLog(settings.serving.prediction_log_url)
-        prediction_log.start()
+        rollout = Rollout.load(settings, bundle)
+        if prediction_log is None:
+            prediction_log = PredictionLog(settings.serving.prediction_log_url)
+            prediction_log.start()
         batch = settings.serving.max_batch_size
         log.info(
             "Serving model %s version %s from %s/ with %s",
@@ -66,29 +72,58 @@ class Predictor:
             request_model=request_model(bundle.schema, batch),
             prediction_log=prediction_log,
             max_body_bytes=batch * len(bundle.schema.features) * BYTES_PER_VALUE + BODY_SLACK_BYTES,
+            rollout=rollout,
         )
 
-    def predict(self, instances: list[dict[str, Any]]) -> PredictResponse:
-        """Score validated rows, queue them for the prediction log, count them in the metrics."""
-        version = self.bundle.version
-        predictions, probabilities = self.score(instances)
+    @property
+    def champion(self) -> Model:
+        return Model(CHAMPION, self.bundle, self.runtime)
+
+    def predict(self, instances: list[dict[str, Any]], key: str | None = None) -> PredictResponse:
+        """Score validated rows with the model the rollout picks for `key` (the request id when
+        None), queue them for the prediction log, count them in the metrics; with a shadow
+        rollout, leave the challenger's scoring of the same rows for after the answer."""
         request_id = uuid.uuid4().hex
         created_at = datetime.now(UTC)
-        self.prediction_log.log(
-            [
-                PredictionRecord(request_id, index, version, row, prediction, created_at)
-                for index, (row, prediction) in enumerate(zip(instances, predictions, strict=True))
-            ]
+        model = self.rollout.answering(key or request_id) or self.champion
+        predictions, probabilities = model.runtime.score(instances)
+        self._log(model, request_id, instances, predictions, created_at)
+        observe_predictions(model.version, predictions, self.bundle.schema.task)
+        self.rollout.shadow(
+            lambda challenger: self._log(
+                challenger,
+                request_id,
+                instances,
+                challenger.runtime.score(instances)[0],
+                created_at,
+            )
         )
-        observe_predictions(version, predictions, self.bundle.schema.task)
         # Built from plain Python values just above: nothing to validate again.
         return PredictResponse.model_construct(
             predictions=predictions,
-            model_version=version,
+            model_version=model.version,
             probabilities=probabilities,
             request_id=request_id,
         )
 
-    def score(self, instances: list[dict[str, Any]]) -> Scores:
-        """Predictions as JSON-ready values, and each class's probability for classifiers."""
-        return self.runtime.score(instances)
+    def close(self) -> None:
+        """Let the shadow scoring finish, then write everything queued to the log."""
+        self.rollout.close()
+        self.prediction_log.close()
+
+    def _log(
+        self,
+        model: Model,
+        request_id: str,
+        instances: list[dict[str, Any]],
+        predictions: list[Any],
+        created_at: datetime,
+    ) -> None:
+        self.prediction_log.log(
+            [
+                PredictionRecord(
+                    request_id, index, model.version, row, prediction, created_at, model.role
+                )
+                for index, (row, prediction) in enumerate(zip(instances, predictions, strict=True))
+            ]
+        )

@@ -179,3 +179,5 @@ class MetadataResponse(BaseModel):
     created_at: str | None = None
     metrics: dict[str, Any]
     feature_schema: dict[str, Any] = Field(serialization_alias="schema")
+    rollout: str = "off"  # serving.rollout in effect: off when there is no challenger
+    challenger_version: str | None = None

@@ -1,29 +1,43 @@
 """Run the service with uvicorn; `python -m <package> serve` calls `run`.
 
-Stopping: SIGTERM or Ctrl-C makes uvicorn stop accepting connections, finish the requests in
-flight, then run the app's shutdown, which writes every queued prediction to the log.
+The workers run under uvicorn's process supervisor, even a single one, so that:
+
+- Stopping: SIGTERM or Ctrl-C makes every worker stop accepting connections, finish the requests
+  in flight, then run the app's shutdown, which writes every queued prediction to the log.
+- Reloading: SIGHUP is passed on to every worker, which loads models/ again beside the model it
+  serves and swaps the new one in between requests (app.py). No connection is closed, so no
+  request is dropped: that is how a service picks up `make promote` or `make rollback`.
+  (uvicorn's own SIGHUP restarts the workers one by one; the old ones close their idle
+  keep-alive connections, and a request sent on one at that instant fails.)
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import signal
 import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from ..config import Settings
 from ..errors import UserError
 from ..logs import UVICORN_LOG_CONFIG
 
+log = logging.getLogger(__name__)
 APP_FACTORY = f"{__package__}.app:create_app"
 GRACEFUL_SHUTDOWN_SECONDS = 20  # then open requests are cancelled; below Kubernetes' 30 s
 # An idle connection is closed after this; the time a request may take is serving.request_timeout
 # and the requests in flight serving.max_concurrency (guards.py).
 KEEP_ALIVE_SECONDS = 5
+# How long a worker may take to answer the supervisor's health check, e.g. while it starts on a
+# busy machine (uvicorn's default, 5 s, is short enough to have it killed and restarted).
+WORKER_START_SECONDS = 60
 
 
 class ServeError(UserError):
@@ -52,17 +66,34 @@ def run(
     # A request is scored by one thread; parallelism comes from requests and workers, and
     # OpenMP's own threads (HistGradientBoosting) would only fight them for the cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with _shared_metrics(workers):
-        uvicorn.run(
-            APP_FACTORY,
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=UVICORN_LOG_CONFIG,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-            timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        )
+    config = uvicorn.Config(
+        APP_FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=UVICORN_LOG_CONFIG,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_worker_healthcheck=WORKER_START_SECONDS,
+    )
+    with _shared_metrics():
+        supervise(config)
+
+
+def supervise(config: uvicorn.Config) -> None:
+    """Start `config.workers` worker processes on one socket; keep them running until stopped."""
+    Supervisor(config, sockets=[config.bind_socket()]).run()
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, except that SIGHUP reloads the model in every worker."""
+
+    def handle_hup(self) -> None:
+        log.info("Received SIGHUP: every worker reloads the model bundle.")
+        for process in self.processes:
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)
 
 
 def _check_can_listen(host: str, port: int) -> None:
@@ -88,9 +119,10 @@ def _check_can_listen(host: str, port: int) -> None:
 
 
 @contextmanager
-def _shared_metrics(workers: int) -> Iterator[None]:
-    """Several workers write their metrics to one fresh directory that /metrics adds up."""
-    if workers == 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+def _shared_metrics() -> Iterator[None]:
+    """Workers write their metrics to one fresh directory that /metrics adds up, so counts
+    survive a worker's restart and cover every worker."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         yield
         return
     with tempfile.TemporaryDirectory(prefix="prometheus-") as directory:

@@ -1,0 +1,162 @@
+"""`make compare`: the champion against the challenger on the traffic the service logged.
+
+The two are told apart by version (models/metadata.json and models/challenger/metadata.json).
+Rows of one request row that both scored (serving.rollout shadow) are paired by request id and
+row index: how often they agree. Rows with a true value (POST /feedback) give each its live
+quality. The log keeps no per-row latency: compare the roles' latency in /metrics instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic_core import from_json
+from sqlalchemy import Engine, MetaData, Table, inspect, select
+
+from ..bundle import BundleError, load_bundle
+from ..config import Settings
+from ..errors import UserError
+from ..store import PredictionLog, predictions
+
+log = logging.getLogger(__name__)
+SUMMARY_FILE = "compare_summary.json"
+Key = tuple[str, int]  # (request id, row index)
+
+
+class CompareError(UserError):
+    """No challenger, or no logged traffic of it."""
+
+
+@dataclass
+class RoleSummary:
+    version: str
+    rows: int
+    labelled: int = 0
+    live: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Comparison:
+    task: str
+    champion: RoleSummary
+    challenger: RoleSummary
+    paired_rows: int
+    agreement: float | None  # share of paired rows with the same answer (classification)
+    mean_abs_difference: float | None  # between paired answers (regression)
+    latency: str = "not logged per row: see http_request_duration_seconds in /metrics"
+
+
+def compare(settings: Settings) -> Comparison:
+    """Compare, log a short table and write reports/compare_summary.json."""
+    try:
+        champion, challenger = (
+            load_bundle(settings.bundle_dir),
+            load_bundle(settings.challenger_dir),
+        )
+    except BundleError as exc:
+        raise CompareError(f"Nothing to compare: {exc}") from None
+    engine = PredictionLog(settings.serving.prediction_log_url).engine
+    rows = _answers(engine, {champion.version, challenger.version})
+    if not rows.get(challenger.version):
+        raise CompareError(
+            f"The prediction log has no answer of challenger v{challenger.version}: serve with "
+            "serving.rollout shadow or canary and send traffic (make simulate) first."
+        )
+    labels = _labels(engine)
+    ours, theirs = rows.get(champion.version, {}), rows[challenger.version]
+    paired = [(ours[k], theirs[k]) for k in ours.keys() & theirs.keys()]
+    task = champion.schema.task
+    result = Comparison(
+        task=task,
+        champion=_summary(champion.version, ours, labels, task),
+        challenger=_summary(challenger.version, theirs, labels, task),
+        paired_rows=len(paired),
+        agreement=_mean([a == b for a, b in paired]) if task == "classification" else None,
+        mean_abs_difference=_mean([abs(a - b) for a, b in paired])
+        if task == "regression"
+        else None,
+    )
+    settings.monitoring.reports_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.monitoring.reports_dir / SUMMARY_FILE
+    path.write_text(json.dumps(asdict(result), indent=2))
+    for line in _table(result):
+        log.info("%s", line)
+    log.info("Latency: %s. Summary: %s", result.latency, path)
+    return result
+
+
+def _answers(engine: Engine, versions: set[str]) -> dict[str, dict[Key, Any]]:
+    """Each version's answers by (request id, row index); the index is the row's place among
+    its request's rows, in the order they were logged."""
+    if not inspect(engine).has_table(predictions.name):
+        return {}
+    query = (
+        select(predictions.c.request_id, predictions.c.model_version, predictions.c.prediction)
+        .where(predictions.c.model_version.in_(versions))
+        .order_by(predictions.c.id)
+    )
+    answers: dict[str, dict[Key, Any]] = {}
+    logged: dict[tuple[str, str], int] = {}  # rows so far of each (version, request)
+    with engine.connect() as conn:
+        for request_id, version, prediction in conn.execute(query):
+            index = logged.get((version, request_id), 0)
+            logged[(version, request_id)] = index + 1
+            answers.setdefault(version, {})[(request_id, index)] = from_json(prediction)
+    return answers
+
+
+def _labels(engine: Engine) -> dict[Key, Any]:
+    """True values sent to POST /feedback, by (request id, row index); none without the table."""
+    if not inspect(engine).has_table("feedback"):
+        return {}
+    table = Table("feedback", MetaData(), autoload_with=engine)
+    query = select(table.c.request_id, table.c.row_index, table.c.actual)
+    with engine.connect() as conn:
+        return {(r, int(i)): from_json(a) for r, i, a in conn.execute(query)}
+
+
+def _summary(
+    version: str, answers: dict[Key, Any], labels: dict[Key, Any], task: str
+) -> RoleSummary:
+    pairs = [(labels[k], p) for k, p in answers.items() if k in labels]
+    summary = RoleSummary(version, len(answers), len(pairs))
+    if not pairs:
+        return summary
+    if task == "classification":
+        summary.live = {"accuracy": sum(str(y) == str(p) for y, p in pairs) / len(pairs)}
+    else:
+        errors = [float(y) - float(p) for y, p in pairs]
+        summary.live = {
+            "rmse": math.sqrt(sum(e * e for e in errors) / len(errors)),
+            "mae": sum(abs(e) for e in errors) / len(errors),
+        }
+    return summary
+
+
+def _mean(values: list[Any]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _table(result: Comparison) -> list[str]:
+    metrics = sorted({*result.champion.live, *result.challenger.live})
+    lines = [
+        f"{'role':<11} {'version':>7} {'rows':>7} {'labelled':>8} "
+        + " ".join(f"{m:>9}" for m in metrics)
+    ]
+    for role, s in (("champion", result.champion), ("challenger", result.challenger)):
+        values = " ".join(f"{s.live[m]:>9.4f}" if m in s.live else f"{'-':>9}" for m in metrics)
+        lines.append(f"{role:<11} {s.version:>7} {s.rows:>7} {s.labelled:>8} {values}")
+    if result.agreement is not None:
+        lines.append(f"Agreement on {result.paired_rows} shadowed rows: {result.agreement:.1%}")
+    elif result.mean_abs_difference is not None:
+        lines.append(
+            f"Mean absolute difference on {result.paired_rows} shadowed rows: "
+            f"{result.mean_abs_difference:.4f}"
+        )
+    else:
+        lines.append("No shadowed rows to pair (canary answers each row with one model).")
+    return lines
