@@ -86,14 +86,14 @@ class ServingSettings(Section):
     request_timeout: float = Field(30, gt=0)  # seconds until a request is answered 408/503
     model_sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")  # of models/metadata.json
     trusted_types: list[str] = Field(default_factory=list)  # more types model.skops may hold
+    rollout: Rollout = "off"  # the challenger: off | shadow | canary (serving/rollout.py)
+    canary_share: float = Field(0.1, ge=0, le=1)
 
     @field_validator("api_key", "model_sha256", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         """An empty variable (e.g. a build argument left out) means "not set"."""
         return None if value in ("", None) else value
-    rollout: Rollout = "off"
-    canary_share: float = Field(0.1, ge=0, le=1)
 
 
 class MonitoringSettings(Section):

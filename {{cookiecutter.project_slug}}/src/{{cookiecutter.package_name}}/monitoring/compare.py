@@ -90,21 +90,16 @@ def compare(settings: Settings) -> Comparison:
 
 
 def _answers(engine: Engine, versions: set[str]) -> dict[str, dict[Key, Any]]:
-    """Each version's answers by (request id, row index); the index is the row's place among
-    its request's rows, in the order they were logged."""
+    """Each version's answers by (request id, row index)."""
     if not inspect(engine).has_table(predictions.name):
         return {}
-    query = (
-        select(predictions.c.request_id, predictions.c.model_version, predictions.c.prediction)
-        .where(predictions.c.model_version.in_(versions))
-        .order_by(predictions.c.id)
-    )
+    columns = predictions.c
+    query = select(
+        columns.request_id, columns.row_index, columns.model_version, columns.prediction
+    ).where(columns.model_version.in_(versions))
     answers: dict[str, dict[Key, Any]] = {}
-    logged: dict[tuple[str, str], int] = {}  # rows so far of each (version, request)
     with engine.connect() as conn:
-        for request_id, version, prediction in conn.execute(query):
-            index = logged.get((version, request_id), 0)
-            logged[(version, request_id)] = index + 1
+        for request_id, index, version, prediction in conn.execute(query):
             answers.setdefault(version, {})[(request_id, index)] = from_json(prediction)
     return answers
 
