@@ -7,14 +7,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy.exc import OperationalError
 
 import {{ cookiecutter.package_name }}
 from {{ cookiecutter.package_name }}.store import (
@@ -188,48 +185,6 @@ def test_log_before_start_is_reported_not_raised(
     PredictionLog(f"sqlite:///{db}").log(records(2))
 
     assert "2 prediction(s) not logged" in caplog.text
-
-
-def failing_begin(store: PredictionLog, failures: int) -> Callable[[], Any]:
-    """engine.begin that fails `failures` times, as a locked or unreachable database would."""
-    real_begin = store.engine.begin
-    calls = []
-
-    def begin() -> Any:
-        calls.append(1)
-        if len(calls) <= failures:
-            raise OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
-        return real_begin()
-
-    return begin
-
-
-def test_a_failed_write_is_retried(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("{{ cookiecutter.package_name }}.store.RETRY_SECONDS", 0)
-    store = PredictionLog(f"sqlite:///{db}")
-    store.start()
-    monkeypatch.setattr(store.engine, "begin", failing_begin(store, failures=2))
-    store.log(records(3))
-    store.close()
-
-    assert count(db) == 3
-
-
-def test_a_write_that_keeps_failing_is_one_error_line(
-    db: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("{{ cookiecutter.package_name }}.store.RETRY_SECONDS", 0)
-    store = PredictionLog(f"sqlite:///{db}")
-    store.start()
-    monkeypatch.setattr(store.engine, "begin", failing_begin(store, failures=99))
-    store.log(records(3))
-    store.close()
-
-    errors = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert len(errors) == 1
-    assert errors[0].exc_info is None
-    assert "3 row(s) not written" in errors[0].getMessage()
-    assert "database is locked" in errors[0].getMessage()
 
 
 def test_read_latest_is_a_dataframe_for_the_monitor(db: Path) -> None:

@@ -80,6 +80,10 @@ class ServingSettings(Section):
     workers: int = Field(1, ge=1)
     max_batch_size: int = Field(1000, ge=1)
     prediction_log_url: str = "sqlite:///predictions.db"
+    # Rows wait here while the database fails (store.py); unset: predictions.db-spool/ beside a
+    # SQLite file, else spool/. fail_closed: /ready and /predict answer 503 meanwhile.
+    prediction_log_spool: Path | None = None
+    prediction_log_mode: Literal["fail_open", "fail_closed"] = "fail_open"
     # Guards of the HTTP service (serving/guards.py) and of model loading (bundle.py).
     api_key: SecretStr | None = None  # set: /predict and other writes need it (Bearer)
     max_concurrency: int = Field(64, ge=1)  # requests in flight per worker; more get 503

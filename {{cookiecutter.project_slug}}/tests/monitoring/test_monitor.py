@@ -59,7 +59,7 @@ def log_predictions(settings: Settings, features: pd.DataFrame, version: str = "
             for i, row in enumerate(to_records(features))
         ]
     )
-    store.close(timeout=10)
+    store.close(budget=10)
 
 
 def traffic(schema: Schema, rows: int, drift: bool = False, seed: int = 2) -> pd.DataFrame:

@@ -57,7 +57,7 @@ def test_ready_names_the_model_version(client: TestClient) -> None:
     response = client.get("/ready")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "model_version": "1"}
+    assert response.json() == {"status": "ready", "model_version": "1", "prediction_log": "ok"}
 
 
 def test_metadata_describes_the_model(client: TestClient, schema: Schema) -> None:
@@ -373,21 +373,60 @@ def test_not_ready_when_the_log_cannot_be_opened(
     assert "prediction_log_url" in caplog.text
 
 
-def test_a_database_password_is_never_shown(
-    settings: Settings, bundle_dir: Path, caplog: pytest.LogCaptureFixture
+def log_database_down(settings: Settings, tmp_path: Path, mode: str = "fail_open") -> Settings:
+    """A PostgreSQL prediction log that refuses connections (nothing listens on port 1)."""
+    serving = settings.serving.model_copy(
+        update={
+            "prediction_log_url": "postgresql+psycopg://ml:s3cret-pw@127.0.0.1:1/predictions",
+            "prediction_log_spool": tmp_path / "spool",
+            "prediction_log_mode": mode,
+        }
+    )
+    return settings.model_copy(update={"serving": serving})
+
+
+def spooled(spool: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for path in spool.glob("*.jsonl") for line in path.open()]
+
+
+def test_a_log_database_down_at_start_is_waited_for_and_rows_are_spooled(
+    settings: Settings,
+    bundle_dir: Path,
+    tmp_path: Path,
+    row: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A PostgreSQL log that cannot be reached: the log names it without its password."""
-    url = "postgresql+psycopg://ml:s3cret-pw@127.0.0.1:1/predictions"
-    serving = settings.serving.model_copy(update={"prediction_log_url": url})
-
-    with TestClient(create_app(settings.model_copy(update={"serving": serving}))) as client:
+    with TestClient(create_app(log_database_down(settings, tmp_path))) as client:
         ready = client.get("/ready")
+        answer = client.post("/predict", json={"instances": [row, row]})
 
-    assert ready.status_code == 503
+    assert ready.status_code == 200
+    assert ready.json()["prediction_log"] == "degraded"
+    assert answer.status_code == 200
+    request_id = answer.json()["request_id"]
+    assert [(r["request_id"], r["row_index"]) for r in spooled(tmp_path / "spool")] == [
+        (request_id, 0),
+        (request_id, 1),
+    ]
     assert "127.0.0.1" not in ready.text
-    [error] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert "postgresql+psycopg://ml:***@127.0.0.1:1/predictions" in error
+    assert "postgresql+psycopg://ml:***@127.0.0.1:1/predictions" in caplog.text
     assert "s3cret-pw" not in caplog.text
+    assert "2 left in the spool" in caplog.text
+
+
+def test_fail_closed_answers_503_while_the_log_database_is_down(
+    settings: Settings, bundle_dir: Path, tmp_path: Path, row: dict[str, Any]
+) -> None:
+    with TestClient(create_app(log_database_down(settings, tmp_path, "fail_closed"))) as client:
+        ready = client.get("/ready")
+        answer = client.post("/predict", json={"instances": [row]})
+        health = client.get("/health")
+
+    assert ready.status_code == answer.status_code == 503
+    assert answer.headers["Retry-After"] == "1"
+    assert "prediction log" in answer.json()["detail"]
+    assert health.status_code == 200
+    assert spooled(tmp_path / "spool") == []
 
 
 def test_docs_show_the_real_features(client: TestClient, schema: Schema) -> None:

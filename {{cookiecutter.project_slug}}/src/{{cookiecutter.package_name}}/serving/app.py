@@ -31,7 +31,13 @@ from ..config import Settings, get_settings
 from ..errors import UserError, mask_urls
 from ..feedback import Label, record
 from .body import read_instances
-from .guards import WRITE_GUARDS, HeadAsGet, Limits, short_validation_errors
+from .guards import (
+    RETRY_AFTER_SECONDS,
+    WRITE_GUARDS,
+    HeadAsGet,
+    Limits,
+    short_validation_errors,
+)
 from .metrics import MetricsMiddleware, render
 from .predictor import Predictor
 from .runtimes import NotScorableError
@@ -130,6 +136,22 @@ async def get_predictor(service: ServiceDep) -> Predictor:
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 
 
+async def get_logging_predictor(service: ServiceDep, predictor: PredictorDep) -> Predictor:
+    """With serving.prediction_log_mode fail_closed, no answer while the log's database does
+    not take rows (fail_open, the default, answers and keeps the rows in the spool)."""
+    closed = service.settings.serving.prediction_log_mode == "fail_closed"
+    if closed and predictor.prediction_log.degraded:
+        raise HTTPException(
+            503,
+            detail="The prediction log's database does not take rows: retry later.",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    return predictor
+
+
+LoggingPredictorDep = Annotated[Predictor, Depends(get_logging_predictor)]
+
+
 router = APIRouter()
 NOT_READY: dict[int | str, dict[str, Any]] = {
     503: {"description": "Not ready (the server log says why), or busy: retry after a second."}
@@ -147,9 +169,14 @@ async def health() -> HealthResponse:
 
 
 @router.get("/ready", response_model=ReadyResponse, responses=NOT_READY)
-async def ready(predictor: PredictorDep) -> ReadyResponse:
-    """Readiness: the model is loaded and the prediction log is open."""
-    return ReadyResponse(status="ready", model_version=predictor.bundle.version)
+async def ready(predictor: LoggingPredictorDep) -> ReadyResponse:
+    """Readiness: the model is loaded; `prediction_log` is "degraded" while its database does
+    not take rows (they wait in the spool; 503 instead with prediction_log_mode fail_closed)."""
+    return ReadyResponse(
+        status="ready",
+        model_version=predictor.bundle.version,
+        prediction_log="degraded" if predictor.prediction_log.degraded else "ok",
+    )
 
 
 @router.get("/metadata", response_model=MetadataResponse, responses=NOT_READY)
@@ -182,7 +209,7 @@ async def metadata(predictor: PredictorDep) -> MetadataResponse:
         **NOT_READY,
     },
 )
-async def predict(request: Request, predictor: PredictorDep) -> Response:
+async def predict(request: Request, predictor: LoggingPredictorDep) -> Response:
     """Score `instances` (see the example); every row is added to the prediction log."""
     instances = await read_instances(request, predictor)
     key = request.headers.get(REQUEST_KEY)

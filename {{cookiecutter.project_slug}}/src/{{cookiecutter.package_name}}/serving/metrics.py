@@ -16,6 +16,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -48,6 +49,29 @@ PREDICTED_VALUES = Histogram(
     ["model_version"],
     buckets=VALUE_BUCKETS,
 )
+
+
+LOG_ROWS = Counter(
+    "prediction_log_rows_total",
+    "Prediction log rows: written to the database, spooled while it fails, replayed from the "
+    "spool, dropped (neither took them).",
+    ["outcome"],
+)
+LOG_QUEUE = Gauge(
+    "prediction_log_queue_rows",
+    "Rows answered and not yet written, spooled or dropped.",
+    multiprocess_mode="livesum",
+)
+
+
+def observe_log(outcome: str, rows: int) -> None:
+    """What the prediction log did with `rows` rows (store.PredictionLog's `observe`)."""
+    if outcome == "queued":
+        LOG_QUEUE.inc(rows)
+    elif outcome == "dequeued":
+        LOG_QUEUE.dec(rows)
+    else:
+        LOG_ROWS.labels(outcome).inc(rows)
 
 
 def observe_predictions(

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from ..bundle import Bundle, BundleError, load_bundle
 from ..config import Settings
 from ..store import PredictionLog, PredictionRecord
-from .metrics import observe_predictions
+from .metrics import observe_log, observe_predictions
 from .rollout import CHAMPION, Model, Rollout
 from .runtimes import Runtime, load_runtime
 from .schemas import PredictResponse, request_model
@@ -56,7 +56,9 @@ class Predictor:
         runtime = load_runtime(settings.serving.runtime, bundle)
         rollout = Rollout.load(settings, bundle)
         if prediction_log is None:
-            prediction_log = PredictionLog(settings.serving.prediction_log_url)
+            prediction_log = PredictionLog(
+                serving.prediction_log_url, serving.prediction_log_spool, observe_log
+            )
             prediction_log.start()
         batch = settings.serving.max_batch_size
         log.info(

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from types import GenericAlias
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
@@ -168,6 +168,7 @@ class HealthResponse(BaseModel):
 class ReadyResponse(BaseModel):
     status: str
     model_version: str
+    prediction_log: Literal["ok", "degraded"] = "ok"
 
 
 class MetadataResponse(BaseModel):

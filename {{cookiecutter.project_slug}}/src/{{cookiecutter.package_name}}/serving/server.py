@@ -31,7 +31,9 @@ from ..logs import UVICORN_LOG_CONFIG
 
 log = logging.getLogger(__name__)
 APP_FACTORY = f"{__package__}.app:create_app"
-GRACEFUL_SHUTDOWN_SECONDS = 20  # then open requests are cancelled; below Kubernetes' 30 s
+# Then open requests are cancelled, and the prediction log gets store.CLOSE_SECONDS to write
+# what is queued: the whole stop fits in 25 s, below Kubernetes' default grace of 30 s.
+GRACEFUL_SHUTDOWN_SECONDS = 15
 # An idle connection is closed after this; the time a request may take is serving.request_timeout
 # and the requests in flight serving.max_concurrency (guards.py).
 KEEP_ALIVE_SECONDS = 5

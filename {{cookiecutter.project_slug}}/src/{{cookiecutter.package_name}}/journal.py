@@ -1,0 +1,175 @@
+"""The prediction log's journal (spool): every answered row is on local disk until the database
+holds it, so a database that is down, full, frozen or deleted, or a worker that is killed, loses
+no prediction.
+
+A request's rows are appended to the worker's current segment file (one write, no fsync: it
+survives the process, not a power cut) before the answer is sent. The writer thread deletes a
+segment once the database holds all its rows. A segment still on disk is replayed, in order:
+by its own worker when the database is back, by any worker when its worker is gone. A worker
+holds an exclusive lock (flock) on each of its segments while it lives, so a segment that can
+be locked belongs to nobody. Replaying a row twice is harmless: the database skips a row it
+already has (request id + row index + model role are unique).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic_core import from_json
+
+log = logging.getLogger(__name__)
+
+SEGMENT_ROWS = 10_000  # rows per segment file before the next one is started
+SUFFIX = ".jsonl"
+
+
+@dataclass(eq=False)
+class Segment:
+    """One journal file: its rows in the order they were answered, one JSON object per line."""
+
+    path: Path
+    fd: int  # open and locked while this worker may still need it
+    rows: int = 0  # appended
+    size: int = 0  # bytes appended
+    committed: int = 0  # rows the database holds
+    closed: bool = False  # no more appends: the next rows go to a new segment
+    discarded: bool = False  # replayed and deleted: its rows still queued are skipped
+
+    def read(self) -> list[dict[str, Any]]:
+        return read_rows(self.path)
+
+
+class Journal:
+    """The segments of one worker in `directory`, shared by the request path and the writer."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._segments: list[Segment] = []  # this worker's, oldest first
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def append(self, lines: bytes, rows: int) -> Segment:
+        """Append `rows` rows (JSON lines) to the current segment; raise OSError when the disk
+        refuses them (full, read-only), leaving the segment as it was."""
+        with self._lock:
+            current = self._segments[-1] if self._segments else None
+            if current is None or current.closed:
+                current = self._new_segment()
+            try:
+                written = os.write(current.fd, lines)
+                if written != len(lines):
+                    raise OSError(f"{current.path.name}: short write ({written} bytes)")
+            except OSError:
+                os.ftruncate(current.fd, current.size)  # no half line left behind
+                raise
+            current.rows += rows
+            current.size += len(lines)
+            if current.rows >= SEGMENT_ROWS:
+                current.closed = True
+            return current
+
+    def committed(self, segment: Segment, rows: int) -> None:
+        """The database holds `rows` more rows of `segment`: a closed segment held whole goes."""
+        with self._lock:
+            segment.committed += rows
+            if segment.closed and segment.committed >= segment.rows and not segment.discarded:
+                self._delete(segment)
+
+    def rotate(self) -> None:
+        """Close the current segment, so that it can be replayed while new rows go to the next."""
+        with self._lock:
+            if self._segments:
+                self._segments[-1].closed = True
+
+    def replayable(self, own: bool) -> list[Segment]:
+        """Segments to replay, oldest first: those of workers that are gone and, with `own`,
+        this worker's closed ones. A gone worker's segment stays locked until `discard`."""
+        with self._lock:
+            mine = {segment.path for segment in self._segments}
+            found = [s for s in self._segments if s.closed] if own else []
+        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+            if path not in mine and (orphan := _claim(path)) is not None:
+                found.append(orphan)
+        return sorted(found, key=lambda segment: segment.path.name)
+
+    def discard(self, segment: Segment) -> None:
+        """`segment` was replayed: delete it."""
+        with self._lock:
+            self._delete(segment)
+
+    def release(self) -> int:
+        """Stop: delete the segments the database holds whole, unlock the rest (replayed at the
+        next start, or by another worker). Returns the rows left on disk."""
+        with self._lock:
+            left = 0
+            for segment in list(self._segments):
+                if segment.committed >= segment.rows:
+                    self._delete(segment)
+                else:
+                    left += segment.rows - segment.committed
+                    os.close(segment.fd)
+                    segment.discarded = True  # for this worker: another one replays it
+            self._segments.clear()
+            return left
+
+    def _new_segment(self) -> Segment:
+        # Names sort by time, so replaying in name order is replaying in answer order. The file
+        # is locked before it gets its name: no other worker can take it for a gone worker's.
+        path = self.directory / f"{time.time_ns():020d}-{os.getpid()}{SUFFIX}"
+        hidden = path.with_suffix(".new")
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            hidden.rename(path)
+        except OSError:
+            os.close(fd)
+            hidden.unlink(missing_ok=True)
+            raise
+        segment = Segment(path, fd)
+        self._segments.append(segment)
+        return segment
+
+    def _delete(self, segment: Segment) -> None:
+        """Unlink before unlocking: nobody can claim a segment that is being deleted."""
+        segment.path.unlink(missing_ok=True)
+        os.close(segment.fd)
+        segment.discarded = True
+        if segment in self._segments:
+            self._segments.remove(segment)
+
+
+def _claim(path: Path) -> Segment | None:
+    """Lock a segment nobody holds, or None (its worker lives, or it is gone already)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    if os.fstat(fd).st_nlink == 0:  # replayed and deleted by another worker meanwhile
+        os.close(fd)
+        return None
+    return Segment(path, fd, closed=True)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a segment; a line cut short by a crash is skipped with a warning."""
+    rows: list[dict[str, Any]] = []
+    for line in path.read_bytes().splitlines():
+        try:
+            rows.append(from_json(line))
+        except ValueError:
+            log.warning("Prediction log: skipped a damaged line in %s.", path.name)
+    return rows
