@@ -8,7 +8,7 @@ K ?=
 ARGS ?=
 ANSWERS ?=
 
-.PHONY: help venv test lint bake demo bench lock clean
+.PHONY: help venv test lint bake demo bench faults lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -44,6 +44,9 @@ demo: venv ## Bake the default project into build/demo/ and run its whole loop
 
 bench: venv ## Benchmark the default bake: serving vs a bare floor vs mlflow serve, start-up, footprint, scaling (BENCH_ARGS=--quick)
 	$(VENV)/bin/python benchmarks/bench.py $(BENCH_ARGS)
+
+faults: venv ## The prediction log under faults (database down, full, deleted; a worker killed): answered vs logged (FAULTS_ARGS=--quick)
+	$(VENV)/bin/python benchmarks/faults.py $(FAULTS_ARGS)
 
 lock: venv ## Re-lock the generated image's packages (requirements/serve.txt) from a default bake
 	rm -rf build/lock

@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, help="a baked, trained project (else: bake one)")
     parser.add_argument("--venv", type=Path, help="its virtualenv (else: make install)")
-    parser.add_argument("--quick", action="store_true", help="6 s of load per fault, not 16 s")
+    parser.add_argument("--quick", action="store_true", help="4 s of load per fault, not 16 s")
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         project.make("install")
     if not (project.root / "models" / "metadata.json").exists():
         project.make("train")
-    faults = Faults(project, work, 6.0 if options.quick else 16.0)
+    faults = Faults(project, work, 4.0 if options.quick else 16.0)
     lines: list[Line] = []
     root = os.geteuid() == 0
     for method in (faults.read_only, faults.disk_full):
