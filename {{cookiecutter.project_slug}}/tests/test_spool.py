@@ -25,7 +25,7 @@ SRC = Path({{ cookiecutter.package_name }}.__file__).resolve().parents[1]
 def fast_failures(monkeypatch: pytest.MonkeyPatch) -> None:
     """A locked database fails after 0.1 s instead of 30 s; retried every 0.1 s."""
     monkeypatch.setattr("{{ cookiecutter.package_name }}.store.SQLITE_BUSY_TIMEOUT_MS", 100)
-    monkeypatch.setattr("{{ cookiecutter.package_name }}.store.RECONNECT_SECONDS", 0.1)
+    monkeypatch.setattr("{{ cookiecutter.package_name }}.log_writer.RECONNECT_SECONDS", 0.1)
 
 
 @pytest.fixture

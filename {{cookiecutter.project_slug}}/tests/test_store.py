@@ -14,12 +14,8 @@ import pandas as pd
 import pytest
 
 import {{ cookiecutter.package_name }}
-from {{ cookiecutter.package_name }}.store import (
-    BATCH_ROWS,
-    PredictionLog,
-    PredictionLogError,
-    PredictionRecord,
-)
+from {{ cookiecutter.package_name }}.log_writer import BATCH_ROWS
+from {{ cookiecutter.package_name }}.store import PredictionLog, PredictionLogError, PredictionRecord
 
 SRC = Path({{ cookiecutter.package_name }}.__file__).resolve().parents[1]
 
