@@ -59,9 +59,11 @@ class Line:
     counts: dict[str, int] = field(default_factory=dict)  # prediction_log_rows_total
     skipped: str = ""
 
+    spooled: int = 0  # of the others: still in the spool (the database never took them back)
+
     @property
     def lost(self) -> int:
-        return self.answered - self.logged
+        return self.answered - self.logged - self.spooled
 
 
 class Load:
@@ -244,6 +246,7 @@ class Faults:
         if len(ids) != len(set(ids)):
             raise StepError(f"{fault}: {len(ids) - len(set(ids))} row(s) logged twice")
         line.answered, line.logged = len(answered), len(answered & set(ids))
+        line.spooled = len((answered - set(ids)) & spooled_ids(spool))
         line.other = load.other
         return line
 
@@ -260,10 +263,10 @@ class Faults:
         )
 
     def disk_full(self) -> Line:
-        with tmpfs(self.work / "full", "16m") as mount:
+        with tmpfs(self.work / "full", "256m") as mount:
             filler = mount / "filler"
             return self.run(
-                "disk full (16 MB tmpfs)",
+                "disk full (a tmpfs filled up)",
                 self.sqlite("disk-full", mount),
                 lambda svc: fill(filler),
                 lambda svc: filler.unlink(),
@@ -344,19 +347,28 @@ def fill(path: Path) -> None:
             out.write(b"\0" * 1_048_576)
 
 
+def spooled_ids(spool: Path) -> set[str]:
+    return {
+        json.loads(row)["request_id"]
+        for path in spool.glob("*.jsonl")
+        for row in path.read_bytes().splitlines()
+    }
+
+
 def print_table(lines: list[Line]) -> None:
-    print("| fault during load | answered 200 | logged | lost | /ready during | "
+    print("| fault during load | answered 200 | logged | lost | still spooled | /ready during | "
           "written / spooled / replayed / dropped | stop (s) | restarted |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for line in lines:
         if line.skipped:
-            print(f"| {line.fault} | skipped: {line.skipped} | | | | | | |")
+            print(f"| {line.fault} | skipped: {line.skipped} | | | | | | | |")
             continue
         c = line.counts
         where = " / ".join(str(c.get(k, 0)) for k in ("written", "spooled", "replayed", "dropped"))
         print(
-            f"| {line.fault} | {line.answered} | {line.logged} | {line.lost} | {line.ready} | "
-            f"{where} | {line.stop_seconds:.1f} | {'yes' if line.restarted else 'no'} |"
+            f"| {line.fault} | {line.answered} | {line.logged} | {line.lost} | {line.spooled} | "
+            f"{line.ready} | {where} | {line.stop_seconds:.1f} | "
+            f"{'yes' if line.restarted else 'no'} |"
         )
 
 

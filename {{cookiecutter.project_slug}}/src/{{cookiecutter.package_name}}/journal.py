@@ -4,11 +4,11 @@ no prediction.
 
 A request's rows are appended to the worker's current segment file (one write, no fsync: it
 survives the process, not a power cut) before the answer is sent. The writer thread deletes a
-segment once the database holds all its rows. A segment still on disk is replayed, in order:
-by its own worker when the database is back, by any worker when its worker is gone. A worker
-holds an exclusive lock (flock) on each of its segments while it lives, so a segment that can
-be locked belongs to nobody. Replaying a row twice is harmless: the database skips a row it
-already has (request id + row index + model role are unique).
+segment once the database holds all its rows. A worker holds an exclusive lock (flock) on each
+of its segments; it unlocks them when the database fails (`hand_over`) or when it stops, and the
+kernel does when it is killed. Any worker replays, in order, the segments nobody holds (`claim`),
+and deletes each once the database has its rows. Replaying a row twice is harmless: the database
+skips a row it already has (request id + row index + model role are unique).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class Segment:
     rows: int = 0  # appended
     size: int = 0  # bytes appended
     committed: int = 0  # rows the database holds
-    closed: bool = False  # no more appends: the next rows go to a new segment
-    discarded: bool = False  # replayed and deleted: its rows still queued are skipped
+    closed: bool = False  # full: the next rows go to a new segment
+    handed_over: bool = False  # unlocked (replayed, deleted or left): its queued rows are skipped
 
     def read(self) -> list[dict[str, Any]]:
         return read_rows(self.path)
@@ -52,6 +52,7 @@ class Journal:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._segments: list[Segment] = []  # this worker's, oldest first
+        self._handed: list[Segment] = []  # this worker's, handed over (until the next start)
         self._lock = threading.Lock()
 
     def open(self) -> None:
@@ -62,7 +63,7 @@ class Journal:
         refuses them (full, read-only), leaving the segment as it was."""
         with self._lock:
             current = self._segments[-1] if self._segments else None
-            if current is None or current.closed:
+            if current is None or current.closed or current.handed_over:
                 current = self._new_segment()
             try:
                 written = os.write(current.fd, lines)
@@ -81,43 +82,42 @@ class Journal:
         """The database holds `rows` more rows of `segment`: a closed segment held whole goes."""
         with self._lock:
             segment.committed += rows
-            if segment.closed and segment.committed >= segment.rows and not segment.discarded:
+            if segment.closed and segment.committed >= segment.rows and not segment.handed_over:
                 self._delete(segment)
 
-    def rotate(self) -> None:
-        """Close the current segment, so that it can be replayed while new rows go to the next."""
+    def hand_over(self) -> None:
+        """While the database fails: unlock this worker's segments, so that they are replayed
+        like those of a gone worker (by `claim`, here or in another worker), and start a new one
+        for the next rows. Their rows still queued are skipped (`handed_over`)."""
         with self._lock:
-            if self._segments:
-                self._segments[-1].closed = True
+            self._unlock(self._segments)
+            self._handed.extend(self._segments)
+            self._segments.clear()
 
-    def replayable(self, own: bool) -> list[Segment]:
-        """Segments to replay, oldest first: those of workers that are gone and, with `own`,
-        this worker's closed ones. A gone worker's segment stays locked until `discard`."""
-        with self._lock:
-            mine = {segment.path for segment in self._segments}
-            found = [s for s in self._segments if s.closed] if own else []
-        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
-            if path not in mine and (orphan := _claim(path)) is not None:
-                found.append(orphan)
-        return sorted(found, key=lambda segment: segment.path.name)
+    def claim(self) -> list[Segment]:
+        """The segments nobody holds, oldest first, locked for this worker: replay each, then
+        `discard` it, or `unclaim` what is left."""
+        found = (_claim(path) for path in sorted(self.directory.glob(f"*{SUFFIX}")))
+        return [segment for segment in found if segment is not None]
 
     def discard(self, segment: Segment) -> None:
         """`segment` was replayed: delete it."""
         with self._lock:
             self._delete(segment)
 
+    def unclaim(self, segments: list[Segment]) -> None:
+        self._unlock([segment for segment in segments if not segment.handed_over])
+
     def release(self) -> int:
         """Stop: delete the segments the database holds whole, unlock the rest (replayed at the
-        next start, or by another worker). Returns the rows left on disk."""
+        next start, or by another worker). Returns this worker's rows left on disk."""
         with self._lock:
-            left = 0
-            for segment in list(self._segments):
-                if segment.committed >= segment.rows:
-                    self._delete(segment)
-                else:
-                    left += segment.rows - segment.committed
-                    os.close(segment.fd)
-                    segment.discarded = True  # for this worker: another one replays it
+            done = [s for s in self._segments if s.committed >= s.rows]
+            for segment in done:
+                self._delete(segment)
+            left = sum(s.rows - s.committed for s in self._segments)
+            left += sum(s.rows - s.committed for s in self._handed if s.path.exists())
+            self._unlock(self._segments)
             self._segments.clear()
             return left
 
@@ -141,10 +141,15 @@ class Journal:
     def _delete(self, segment: Segment) -> None:
         """Unlink before unlocking: nobody can claim a segment that is being deleted."""
         segment.path.unlink(missing_ok=True)
-        os.close(segment.fd)
-        segment.discarded = True
+        self._unlock([segment])
         if segment in self._segments:
             self._segments.remove(segment)
+
+    @staticmethod
+    def _unlock(segments: list[Segment]) -> None:
+        for segment in segments:
+            os.close(segment.fd)
+            segment.handed_over = True
 
 
 def _claim(path: Path) -> Segment | None:

@@ -108,7 +108,7 @@ class Writer:
         self._failing = reason
 
     def _drain(self) -> None:
-        self._replay(own=False)
+        self._replay()
         last_sweep = time.monotonic()
         stopping = False
         while not stopping:
@@ -118,7 +118,7 @@ class Writer:
                 if entries:
                     self._write(entries)
                 if self._failing or time.monotonic() - last_sweep > SWEEP_SECONDS:
-                    self._replay(own=self._failing is not None)
+                    self._replay()
                     last_sweep = time.monotonic()
             except Exception:  # a bug must not stop the writer: the rows are in the spool
                 log.exception("Prediction log: unexpected error; the rows stay in the spool")
@@ -148,9 +148,10 @@ class Writer:
     def _write(self, entries: list[Entry]) -> None:
         """Insert the rows; while the database fails, they stay in the spool (or, if the
         spool did not take them either, are dropped, counted and logged)."""
-        # Rows of a segment replayed meanwhile are in the database already.
-        live = [e for e in entries if e.segment is None or not e.segment.discarded]
+        # Rows of a segment handed over are written from its file (`_replay`), not from here.
+        live = [e for e in entries if e.segment is None or not e.segment.handed_over]
         self._observe("dequeued", _rows(entries))
+        self._count("spooled", _rows(entries) - _rows(live))
         if not self._failing:
             try:
                 self._timed_insert([row for entry in live for row in entry.rows])
@@ -174,16 +175,18 @@ class Writer:
                 self.counts["dropped"],
             )
 
-    def _replay(self, *, own: bool) -> None:
-        """Write the spooled rows, oldest first: those of workers that are gone and, with
-        `own` (while the database fails), this worker's."""
-        if own:
-            self.journal.rotate()  # new rows go to a new segment, replayed or written later
+    def _replay(self) -> None:
+        """Write the spooled rows nobody holds, oldest first: those of workers that are gone
+        and, while the database fails, this worker's (handed over first)."""
+        if self._failing:
+            self.journal.hand_over()
         replayed = 0
+        segments: list[Segment] = []
         try:
             if self._failing:
                 self._prepare()
-            for segment in self.journal.replayable(own):
+            segments = self.journal.claim()
+            for segment in segments:
                 rows = segment.read()
                 for start in range(0, len(rows), BATCH_ROWS):
                     chunk = [parsed(row) for row in rows[start : start + BATCH_ROWS]]
@@ -193,6 +196,7 @@ class Writer:
             self.fail(exc)
             return
         finally:
+            self.journal.unclaim(segments)
             self._count("replayed", replayed)
         if self._failing:
             log.warning(
