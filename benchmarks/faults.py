@@ -163,6 +163,10 @@ class Service:
             raise StepError(f"the service on port {self.port} did not stop within 60 s")
         return time.monotonic() - started
 
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            service.stop(self.process, timeout=10)
+
     def workers(self) -> list[int]:
         """The uvicorn worker processes (not multiprocessing's helpers)."""
         assert self.process is not None
@@ -219,28 +223,28 @@ class Faults:
         svc = Service(self.project, url, spool, self.project.logs)
         svc.start()
         third = self.seconds / 3
-        with Load(svc.port, self.rows) as load:
-            time.sleep(third)
-            since = inject(svc) or 0.0
-            time.sleep(third / 2)
-            line.ready = svc.ready()
-            time.sleep(third / 2)
-            if not sigterm_during_fault:
-                recover(svc)
+        try:
+            with Load(svc.port, self.rows) as load:
                 time.sleep(third)
-        if sigterm_during_fault:
-            line.counts = svc.counts()
-            line.stop_seconds = svc.stop()
-            recover(svc)
-        else:
+                since = inject(svc) or 0.0
+                time.sleep(third / 2)
+                line.ready = svc.ready()
+                time.sleep(third / 2)
+                if not sigterm_during_fault:
+                    recover(svc)
+                    time.sleep(third)
             time.sleep(0.5)  # the last rows reach the writer
             line.counts = svc.counts()
             line.stop_seconds = svc.stop()
-        if any(path.stat().st_size for path in spool.glob("*.jsonl")):
-            line.restarted = True  # the next start replays them
-            svc.start()
-            time.sleep(1)
-            svc.stop()
+            if sigterm_during_fault:
+                recover(svc)
+            if any(path.stat().st_size for path in spool.glob("*.jsonl")):
+                line.restarted = True  # the next start writes them
+                svc.start()
+                time.sleep(1)
+                svc.stop()
+        finally:
+            svc.kill()  # after an error: leave nothing running
         answered = {rid for sent, rid in load.answered if sent >= since}
         ids = self.logged_ids(database)
         if len(ids) != len(set(ids)):

@@ -109,17 +109,17 @@ class Writer:
 
     def _drain(self) -> None:
         self._replay()
-        last_sweep = time.monotonic()
+        last_replay = time.monotonic()
         stopping = False
         while not stopping:
-            wait = RECONNECT_SECONDS if self._failing else SWEEP_SECONDS
-            entries, stopping = self._next_batch(wait)
+            due = last_replay + (RECONNECT_SECONDS if self._failing else SWEEP_SECONDS)
+            entries, stopping = self._next_batch(max(due - time.monotonic(), 0.001))
             try:
                 if entries:
                     self._write(entries)
-                if self._failing or time.monotonic() - last_sweep > SWEEP_SECONDS:
+                if time.monotonic() >= due or (stopping and self._failing):
                     self._replay()
-                    last_sweep = time.monotonic()
+                    last_replay = time.monotonic()
             except Exception:  # a bug must not stop the writer: the rows are in the spool
                 log.exception("Prediction log: unexpected error; the rows stay in the spool")
 
