@@ -15,6 +15,17 @@ from helpers import AXES, OPTIONS
 
 TASKS_AND_FAMILIES = list(itertools.product(AXES["task"], AXES["model_family"]))
 DEFAULT = (OPTIONS["task"][0], OPTIONS["model_family"][0])
+# Generated tests that do not depend on the model family: they run in each task's first family
+# only (the HTTP server processes, guards, the prediction log's spool and store, smoke, alerts).
+FAMILY_INDEPENDENT = (
+    "tests/serving/test_server.py",
+    "tests/serving/test_guards.py",
+    "tests/serving/test_process.py",
+    "tests/monitoring/test_alerts.py",
+    "tests/test_spool.py",
+    "tests/test_store.py",
+    "tests/test_smoke.py",
+)
 
 
 def generated_env() -> dict[str, str]:
@@ -24,10 +35,13 @@ def generated_env() -> dict[str, str]:
     return {**env, "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
-def run_suite(python: Path, project: Path, coverage: bool) -> subprocess.CompletedProcess[str]:
+def run_suite(
+    python: Path, project: Path, coverage: bool, ignore: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        + ([] if coverage else ["--no-cov"]),
+        + ([] if coverage else ["--no-cov"])
+        + [f"--ignore={path}" for path in ignore],
         cwd=project,
         env=generated_env(),
         capture_output=True,
@@ -44,7 +58,8 @@ def suite_runs(
     """Start the selected suites side by side (one per core): each is mostly single-threaded.
 
     The default bake runs exactly like its `make test`, coverage gate included; the others
-    skip coverage, which only slows them down.
+    skip coverage, which only slows them down, and other families than each task's first skip
+    FAMILY_INDEPENDENT.
     """
     selected = {
         (item.callspec.params["task"], item.callspec.params["model_family"])
@@ -59,6 +74,7 @@ def suite_runs(
             generated_python,
             bake(task=task, model_family=family),
             coverage=(task, family) == DEFAULT,
+            ignore=() if family == OPTIONS["model_family"][0] else FAMILY_INDEPENDENT,
         )
         for task, family in TASKS_AND_FAMILIES
         if (task, family) in selected
