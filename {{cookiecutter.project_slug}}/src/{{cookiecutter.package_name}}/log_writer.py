@@ -59,6 +59,8 @@ class Writer:
         self._thread = threading.Thread(target=self._drain, name="prediction-log", daemon=True)
         self._failing: str | None = None  # why the database does not take rows, while it does not
         self._writing_since: float | None = None  # when the INSERT under way started
+        self._spool_failing: str | None = None  # why the spool refuses rows, while it does
+        self._drops_logged_at = 0.0
 
     @property
     def degraded(self) -> str | None:
@@ -66,7 +68,7 @@ class Writer:
         started = self._writing_since
         if started is not None and time.monotonic() - started > STALL_SECONDS:
             return f"the database has not answered for {STALL_SECONDS:g} s"
-        return self._failing
+        return self._failing or self._spool_failing
 
     def start(self, failure: Exception | None = None) -> None:
         """Start the thread; with `failure` (the database is down), retrying at once."""
@@ -80,8 +82,14 @@ class Writer:
         try:
             segment = self.journal.append(b"".join(line(row) for row in rows), len(rows))
         except OSError as exc:  # the database may still take them: only then are they safe
-            spool = self.journal.directory
-            log.error("Prediction log: cannot write to the spool %s: %s", spool, exc)
+            if not self._spool_failing:
+                spool = self.journal.directory
+                log.error("Prediction log: cannot write to the spool %s: %s", spool, exc)
+            self._spool_failing = f"the spool cannot be written ({exc.strerror or exc})"
+        else:
+            if self._spool_failing:
+                log.warning("Prediction log: the spool takes rows again.")
+                self._spool_failing = None
         self._observe("queued", len(rows))
         self._queue.put(Entry(segment, rows))
 
@@ -167,13 +175,14 @@ class Writer:
         self._count("spooled", spooled)
         if dropped := _rows(live) - spooled:
             self._count("dropped", dropped)
-            log.error(
-                "Prediction log: %d row(s) dropped: neither the database nor the spool %s "
-                "takes them (%d dropped in all).",
-                dropped,
-                self.journal.directory,
-                self.counts["dropped"],
-            )
+            if time.monotonic() - self._drops_logged_at > SWEEP_SECONDS:  # not one line a batch
+                self._drops_logged_at = time.monotonic()
+                log.error(
+                    "Prediction log: row(s) dropped: neither the database nor the spool %s "
+                    "takes them (%d dropped in all).",
+                    self.journal.directory,
+                    self.counts["dropped"],
+                )
 
     def _replay(self) -> None:
         """Write the spooled rows nobody holds, oldest first: those of workers that are gone
