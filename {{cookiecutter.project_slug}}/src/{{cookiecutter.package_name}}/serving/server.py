@@ -1,14 +1,16 @@
 """Run the service with uvicorn; `python -m <package> serve` calls `run`.
 
-The workers run under uvicorn's process supervisor, even a single one, so that:
+One worker (the default) runs in this process, as `uvicorn --workers 1` does: nothing to spawn,
+one process's memory. More run under uvicorn's process supervisor, which restarts a worker that
+dies. Either way:
 
 - Stopping: SIGTERM or Ctrl-C makes every worker stop accepting connections, finish the requests
   in flight, then run the app's shutdown, which writes every queued prediction to the log.
-- Reloading: SIGHUP is passed on to every worker, which loads models/ again beside the model it
-  serves and swaps the new one in between requests (app.py). No connection is closed, so no
-  request is dropped: that is how a service picks up `make promote` or `make rollback`.
-  (uvicorn's own SIGHUP restarts the workers one by one; the old ones close their idle
-  keep-alive connections, and a request sent on one at that instant fails.)
+- Reloading: SIGHUP makes every worker (the supervisor passes it on) load models/ again beside
+  the model it serves and swap the new one in between requests (app.py). No connection is
+  closed, so no request is dropped: that is how a service picks up `make promote` or
+  `make rollback`. (uvicorn's own SIGHUP restarts the workers one by one; the old ones close
+  their idle keep-alive connections, and a request sent on one at that instant fails.)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import signal
 import socket
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -79,13 +81,29 @@ def run(
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_worker_healthcheck=WORKER_START_SECONDS,
     )
-    with _shared_metrics():
+    with _shared_metrics() if workers > 1 else nullcontext():
         supervise(config)
 
 
 def supervise(config: uvicorn.Config) -> None:
-    """Start `config.workers` worker processes on one socket; keep them running until stopped."""
-    Supervisor(config, sockets=[config.bind_socket()]).run()
+    """Serve until stopped: one worker in this process, or `config.workers` worker processes
+    on one socket, kept running by uvicorn's supervisor."""
+    if config.workers == 1:
+        Server(config).run()
+    else:
+        Supervisor(config, sockets=[config.bind_socket()]).run()
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, except that once a signal has stopped it gracefully, the process exits
+    with code 0 (uvicorn raises the signal again: SIGTERM would end it with 143, and Ctrl-C with a
+    KeyboardInterrupt), as the supervisor of several workers does."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
 
 
 class Supervisor(Multiprocess):
@@ -123,7 +141,7 @@ def _check_can_listen(host: str, port: int) -> None:
 @contextmanager
 def _shared_metrics() -> Iterator[None]:
     """Workers write their metrics to one fresh directory that /metrics adds up, so counts
-    survive a worker's restart and cover every worker."""
+    survive a worker's restart and cover every worker (one worker keeps them in memory)."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         yield
         return
