@@ -173,3 +173,26 @@ def test_a_row_is_dropped_only_when_the_spool_fails_too_and_is_counted(
 
     assert "(5 dropped in all)" in caplog.text or "(3 dropped in all)" in caplog.text
     assert caplog.text.count("cannot write to the spool") == 1  # once, not once a request
+
+
+def test_rows_beyond_the_queue_bound_wait_in_the_spool_only_and_arrive_in_order(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests faster than the database: memory holds about QUEUE_ROWS rows, the spool all."""
+    monkeypatch.setattr("{{ cookiecutter.package_name }}.store.SQLITE_BUSY_TIMEOUT_MS", 30_000)
+    monkeypatch.setattr("{{ cookiecutter.package_name }}.log_writer.QUEUE_ROWS", 5)
+    store = PredictionLog(f"sqlite:///{db}")
+    store.start()
+    writer = store._writer  # what it holds in memory is not public: read it here
+    with locked(db):  # the writer waits in its first INSERT meanwhile, without failing
+        store.log(rows(2, "r00"))
+        wait_for(lambda: writer._writing_since is not None)
+        for i in range(1, 30):
+            store.log(rows(2, f"r{i:02}"))
+        held = writer._in_memory
+    wait_for(lambda: len(logged(db)) == 60)
+    store.close()
+
+    assert held == 6  # 2-row requests kept until 5 rows were held; the rest read back
+    assert logged(db) == [(f"r{i:02}", j) for i in range(30) for j in range(2)]
+    assert spooled_lines(store) == 0

@@ -42,8 +42,15 @@ class Segment:
     closed: bool = False  # full: the next rows go to a new segment
     handed_over: bool = False  # unlocked (replayed, deleted or left): its queued rows are skipped
 
-    def read(self) -> list[dict[str, Any]]:
-        return read_rows(self.path)
+    def read(self) -> list[bytes]:
+        """Its lines (one row each); `parse` makes them rows."""
+        return self.path.read_bytes().splitlines()
+
+    def read_range(self, offset: int, size: int) -> list[bytes]:
+        """The lines of one `append`: `size` bytes from `offset`."""
+        with self.path.open("rb") as file:
+            file.seek(offset)
+            return file.read(size).splitlines()
 
 
 class Journal:
@@ -58,9 +65,10 @@ class Journal:
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def append(self, lines: bytes, rows: int) -> Segment:
-        """Append `rows` rows (JSON lines) to the current segment; raise OSError when the disk
-        refuses them (full, read-only), leaving the segment as it was."""
+    def append(self, lines: bytes, rows: int) -> tuple[Segment, int]:
+        """Append `rows` rows (JSON lines) to the current segment and return it with the offset
+        they start at; raise OSError when the disk refuses them (full, read-only), leaving the
+        segment as it was."""
         with self._lock:
             current = self._segments[-1] if self._segments else None
             if current is None or current.closed or current.handed_over:
@@ -72,11 +80,12 @@ class Journal:
             except OSError:
                 os.ftruncate(current.fd, current.size)  # no half line left behind
                 raise
+            offset = current.size
             current.rows += rows
             current.size += len(lines)
             if current.rows >= SEGMENT_ROWS:
                 current.closed = True
-            return current
+            return current, offset
 
     def committed(self, segment: Segment, rows: int) -> None:
         """The database holds `rows` more rows of `segment`: a closed segment held whole goes."""
@@ -169,12 +178,12 @@ def _claim(path: Path) -> Segment | None:
     return Segment(path, fd, closed=True)
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a segment; a line cut short by a crash is skipped with a warning."""
+def parse(lines: list[bytes], segment: Segment) -> list[dict[str, Any]]:
+    """Lines of `segment` as rows; a line cut short by a crash is skipped with a warning."""
     rows: list[dict[str, Any]] = []
-    for line in path.read_bytes().splitlines():
+    for line in lines:
         try:
             rows.append(from_json(line))
         except ValueError:
-            log.warning("Prediction log: skipped a damaged line in %s.", path.name)
+            log.warning("Prediction log: skipped a damaged line in %s.", segment.path.name)
     return rows

@@ -4,6 +4,8 @@ It knows nothing of SQL: `insert` writes rows and says how many were new, `prepa
 the table. Any exception of theirs means the database did not take the rows: they stay in the
 spool, the writer tries again every RECONNECT_SECONDS, then writes them in the order they were
 answered. Rows of workers that are gone are written too, at start and every SWEEP_SECONDS.
+While more than QUEUE_ROWS rows wait (requests come faster than the database takes them), the
+next ones wait in the spool only and are read back from it: memory stays bounded.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from typing import Any
 from pydantic_core import to_json
 
 from .errors import mask_urls
-from .journal import Journal, Segment
+from .journal import Journal, Segment, parse
 
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 500  # rows per INSERT (executemany)
-LINGER_SECONDS = 0.02  # how long the writer waits for more rows before an INSERT
+LINGER_SECONDS = 0.2  # how long the writer waits for more rows before an INSERT
+QUEUE_ROWS = 10 * BATCH_ROWS  # rows kept in memory for the writer; the spool holds them all
 RECONNECT_SECONDS = 1.0  # while the database fails, it is tried again this often
 SWEEP_SECONDS = 10.0  # how often the spool is searched for rows of stopped workers
 STALL_SECONDS = 5.0  # an INSERT taking longer makes the log "degraded" (a frozen server)
@@ -40,7 +43,17 @@ class Entry:
     could not take them)."""
 
     segment: Segment | None
-    rows: Rows
+    count: int
+    rows: Rows | None  # None: only in the segment, `size` bytes from `offset`
+    offset: int = 0
+    size: int = 0
+
+    def read(self) -> Rows:
+        if self.rows is not None:
+            return self.rows
+        assert self.segment is not None
+        lines = self.segment.read_range(self.offset, self.size)
+        return [parsed(row) for row in parse(lines, self.segment)]
 
 
 class Writer:
@@ -61,6 +74,8 @@ class Writer:
         self._writing_since: float | None = None  # when the INSERT under way started
         self._spool_failing: str | None = None  # why the spool refuses rows, while it does
         self._drops_logged_at = 0.0
+        self._in_memory = 0  # rows of the queue held in memory
+        self._lock = threading.Lock()
 
     @property
     def degraded(self) -> str | None:
@@ -78,9 +93,10 @@ class Writer:
 
     def submit(self, rows: Rows) -> None:
         """Append `rows` to the spool and queue them: called on the request path."""
-        segment = None
+        lines = b"".join(line(row) for row in rows)
+        segment, offset = None, 0
         try:
-            segment = self.journal.append(b"".join(line(row) for row in rows), len(rows))
+            segment, offset = self.journal.append(lines, len(rows))
         except OSError as exc:  # the database may still take them: only then are they safe
             if not self._spool_failing:
                 spool = self.journal.directory
@@ -90,8 +106,11 @@ class Writer:
             if self._spool_failing:
                 log.warning("Prediction log: the spool takes rows again.")
                 self._spool_failing = None
+        with self._lock:
+            keep = segment is None or self._in_memory < QUEUE_ROWS
+            self._in_memory += len(rows) if keep else 0
         self._observe("queued", len(rows))
-        self._queue.put(Entry(segment, rows))
+        self._queue.put(Entry(segment, len(rows), rows if keep else None, offset, len(lines)))
 
     def stop(self, budget: float) -> tuple[bool, int]:
         """Write what the database takes within `budget` seconds. Returns whether the thread
@@ -121,8 +140,8 @@ class Writer:
         stopping = False
         while not stopping:
             due = last_replay + (RECONNECT_SECONDS if self._failing else SWEEP_SECONDS)
-            entries, stopping = self._next_batch(max(due - time.monotonic(), 0.001))
             try:
+                entries, stopping = self._next_batch(max(due - time.monotonic(), 0.001))
                 if entries:
                     self._write(entries)
                 if time.monotonic() >= due or (stopping and self._failing):
@@ -132,44 +151,47 @@ class Writer:
                 log.exception("Prediction log: unexpected error; the rows stay in the spool")
 
     def _next_batch(self, wait: float) -> tuple[list[Entry], bool]:
-        """A request's rows, and those of the requests that come within LINGER_SECONDS; and
-        whether to stop."""
+        """Up to BATCH_ROWS queued rows, and whether to stop. One INSERT for many requests, as
+        commits are costly: when the queue is short, more requests get LINGER_SECONDS to come."""
         try:
             item = self._queue.get(timeout=wait)
         except queue.Empty:
             return [], False
-        if item is None:
-            return [], True
-        time.sleep(LINGER_SECONDS)  # one INSERT for many requests: commits are costly
-        entries, rows = [item], len(item.rows)
-        while rows < BATCH_ROWS:
+        if item is not None and self._queue.empty():
+            time.sleep(LINGER_SECONDS)
+        entries: list[Entry] = []
+        rows = 0
+        while item is not None:
+            entries.append(item)
+            rows += item.count
+            if rows >= BATCH_ROWS:
+                return entries, False
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                break
-            if item is None:
-                return entries, True
-            entries.append(item)
-            rows += len(item.rows)
-        return entries, False
+                return entries, False
+        return entries, True
 
     def _write(self, entries: list[Entry]) -> None:
         """Insert the rows; while the database fails, they stay in the spool (or, if the
         spool did not take them either, are dropped, counted and logged)."""
         # Rows of a segment handed over are written from its file (`_replay`), not from here.
         live = [e for e in entries if e.segment is None or not e.segment.handed_over]
+        with self._lock:
+            self._in_memory -= sum(len(e.rows) for e in entries if e.rows is not None)
         self._observe("dequeued", _rows(entries))
         self._count("spooled", _rows(entries) - _rows(live))
         if not self._failing:
+            rows = [row for entry in live for row in entry.read()]
             try:
-                self._timed_insert([row for entry in live for row in entry.rows])
+                self._timed_insert(rows)
             except Exception as exc:  # whatever the database says, the rows wait
                 self.fail(exc)
             else:
                 self._count("written", _rows(live))
                 for entry in live:
                     if entry.segment is not None:
-                        self.journal.committed(entry.segment, len(entry.rows))
+                        self.journal.committed(entry.segment, entry.count)
                 return
         spooled = _rows([e for e in live if e.segment is not None])
         self._count("spooled", spooled)
@@ -196,10 +218,11 @@ class Writer:
                 self._prepare()
             segments = self.journal.claim()
             for segment in segments:
-                rows = segment.read()
-                for start in range(0, len(rows), BATCH_ROWS):
-                    chunk = [parsed(row) for row in rows[start : start + BATCH_ROWS]]
-                    replayed += self._timed_insert(chunk)  # rows written already are skipped
+                lines = segment.read()
+                for start in range(0, len(lines), BATCH_ROWS):  # parsed a batch at a time
+                    chunk = parse(lines[start : start + BATCH_ROWS], segment)
+                    # rows written already (before a crash) are skipped by the database
+                    replayed += self._timed_insert([parsed(row) for row in chunk])
                 self.journal.discard(segment)
         except Exception as exc:  # whatever the database says, the rows wait
             self.fail(exc)
@@ -232,7 +255,7 @@ class Writer:
 
 
 def _rows(entries: list[Entry]) -> int:
-    return sum(len(entry.rows) for entry in entries)
+    return sum(entry.count for entry in entries)
 
 
 def line(row: dict[str, Any]) -> bytes:
