@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -54,6 +56,9 @@ log = logging.getLogger(__name__)
 # Small batches are scored on the event loop (~2 ms): a thread hop per request costs more than
 # that once 16 requests fight over the GIL. Bigger ones go to a thread so the loop stays free.
 INLINE_ROWS = 64
+# Threads for those batches and for database calls, as concurrent.futures would size its pool:
+# more than that only costs memory (each thread keeps its own), not speed.
+THREADS = min(32, (os.cpu_count() or 1) + 4)
 # Swagger UI's own files, installed with the serve extra: /docs works with no internet access.
 DOCS_ASSETS = "/docs-assets"
 # With serving.rollout canary, requests that send the same key are answered by the same model.
@@ -90,6 +95,7 @@ class Service:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: Service = app.state.service
+    anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
     try:
         service.predictor = Predictor.load(service.settings)
     except UserError as exc:
