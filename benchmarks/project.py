@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,16 +129,24 @@ def site(venv: Path) -> Path:
 
 
 def footprint(project: Project, work: Path) -> dict[str, Any]:
-    """A fresh venv with only `<project>[serve]` (what a serving image holds) vs the full .venv."""
+    """A fresh venv with only `<project>[serve]`, made as the Dockerfile makes the image's (the
+    bytecode of what the server imports only), vs the full .venv."""
     uv = tool_command("uv")
     venv = work / "serve-venv"
     python = str(project.python.resolve())
     project.run([*uv, "venv", "--quiet", "--python", python, str(venv)], tag="serve-venv")
     install = project.run(
         [*uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
-         "--compile-bytecode", f"{project.root}[serve]"],
+         f"{project.root}[serve]"],
         tag="serve-install",
     )  # fmt: skip
+    env = {k: v for k, v in project.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    run_timed(
+        [str(venv / "bin" / "python"), "-c", image_imports(project.root / "Dockerfile")],
+        cwd=work,
+        env=env,
+        log_file=project.logs / "serve-bytecode.log",
+    )
     serve, full = tree_size(venv), tree_size(project.venv.resolve())
     heavy = [m for m in ("sklearn", "scipy", "pandas", "skops") if (site(venv) / m).is_dir()]
     return {
@@ -151,6 +160,15 @@ def footprint(project: Project, work: Path) -> dict[str, Any]:
         "serve_install_s": install.seconds,
         "serve_venv": str(venv),
     }
+
+
+def image_imports(dockerfile: Path) -> str:
+    """The `import ...` the Dockerfile runs to write the bytecode of what the server imports."""
+    text = dockerfile.read_text(encoding="utf-8").replace("\\\n", " ")
+    match = re.search(r'PYTHONDONTWRITEBYTECODE= \S+ -c "(import [^"]+)"', text)
+    if match is None:
+        raise StepError(f'{dockerfile} has no `PYTHONDONTWRITEBYTECODE= python -c "import ..."`')
+    return match[1]
 
 
 def litserve_venv(project: Project, work: Path) -> Path:

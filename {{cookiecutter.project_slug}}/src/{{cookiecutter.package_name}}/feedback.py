@@ -29,7 +29,6 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from .schema import Schema
@@ -221,8 +220,12 @@ def _row(request_id: str, row_index: int, actual: Any) -> dict[str, Any]:
 def _insert_ignoring_duplicates(engine: Engine) -> Any:
     """INSERT that skips a row another process stored a moment ago (the unique key)."""
     keys = ["request_id", "row_index"]
-    if engine.dialect.name == "sqlite":
-        return sqlite.insert(feedback).on_conflict_do_nothing(index_elements=keys)
+    if engine.dialect.name == "sqlite":  # each dialect imported when used, as in store.py
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(feedback).on_conflict_do_nothing(index_elements=keys)
     if engine.dialect.name == "postgresql":
-        return postgresql.insert(feedback).on_conflict_do_nothing(index_elements=keys)
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(feedback).on_conflict_do_nothing(index_elements=keys)
     return insert(feedback)
