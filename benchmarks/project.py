@@ -165,9 +165,9 @@ def footprint(project: Project, work: Path) -> dict[str, Any]:
 def image_imports(dockerfile: Path) -> str:
     """The `import ...` the Dockerfile runs to write the bytecode of what the server imports."""
     text = dockerfile.read_text(encoding="utf-8").replace("\\\n", " ")
-    match = re.search(r'PYTHONDONTWRITEBYTECODE= \S+ -c "(import [^"]+)"', text)
+    match = re.search(r'python -c "(import [^"]+)"', text)
     if match is None:
-        raise StepError(f'{dockerfile} has no `PYTHONDONTWRITEBYTECODE= python -c "import ..."`')
+        raise StepError(f'{dockerfile} has no `python -c "import ..."`')
     return match[1]
 
 

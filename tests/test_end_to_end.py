@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -279,9 +280,14 @@ def test_sigterm_loses_no_logged_prediction(server: Server, trained: Path) -> No
     assert logged_rows(trained) == server.rows_sent
 
 
+def dockerfile(project: Path) -> str:
+    """The baked Dockerfile, its continued lines joined."""
+    return (project / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+
+
 def dockerfile_cmd(project: Path) -> list[str]:
     """The image's start command, exactly as the baked Dockerfile says (exec form)."""
-    lines = (project / "Dockerfile").read_text().splitlines()
+    lines = dockerfile(project).splitlines()
     (cmd,) = [line.removeprefix("CMD ") for line in lines if line.startswith("CMD ")]
     command = json.loads(cmd)
     assert isinstance(command, list), f"CMD is not in exec form: {cmd}"
@@ -306,6 +312,10 @@ def test_serve_extra_alone_serves_the_bundle_with_the_images_command(
     install = ["pip", "install", "--quiet", "--compile-bytecode", "--python", str(python)]
     run([uv, *install, "--require-hashes", "-r", str(source / "requirements" / "serve.txt")])
     run([uv, *install, "--no-deps", str(source)])
+    # The Dockerfile imports what the server imports, to write their bytecode: that must work.
+    warm_up = re.search(r'python -c "(import [^"]+)"', dockerfile(source))
+    assert warm_up, "the Dockerfile writes no bytecode for the server's imports"
+    run([str(python), "-c", warm_up[1]])
     heavy = ["mlflow", "evidently", "matplotlib", "sklearn", "scipy", "pandas", "skops", "onnx"]
     assert not importable(python, heavy)
     assert importable(python, ["onnxruntime"]) == {"onnxruntime"}
