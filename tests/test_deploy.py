@@ -18,7 +18,7 @@ import yaml
 from helpers import run, tool
 
 KUBERNETES = Path("deploy/kubernetes")
-MEASURED_WORKER_MIB = 260  # resident memory of one served worker of the default bake
+MEASURED_WORKER_MIB = 140  # resident memory of one served worker of the default bake
 MEBI = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
 
 
