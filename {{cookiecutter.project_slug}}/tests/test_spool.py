@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import {{ cookiecutter.package_name }}
+from {{ cookiecutter.package_name }}.log_writer import Entry, Writer
 from {{ cookiecutter.package_name }}.store import PredictionLog, PredictionRecord
 
 SRC = Path({{ cookiecutter.package_name }}.__file__).resolve().parents[1]
@@ -196,3 +197,24 @@ def test_rows_beyond_the_queue_bound_wait_in_the_spool_only_and_arrive_in_order(
     assert held == 6  # 2-row requests kept until 5 rows were held; the rest read back
     assert logged(db) == [(f"r{i:02}", j) for i in range(30) for j in range(2)]
     assert spooled_lines(store) == 0
+
+
+def test_an_unexpected_error_in_the_writer_is_logged_and_the_writer_goes_on(
+    db: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Writer._next_batch
+    broken = [True]  # the first batch fails, as a bug would
+
+    def once_broken(self: Writer, wait: float) -> tuple[list[Entry], bool]:
+        if broken and broken.pop():
+            raise RuntimeError("a bug")
+        return real(self, wait)
+
+    monkeypatch.setattr(Writer, "_next_batch", once_broken)
+    store = PredictionLog(f"sqlite:///{db}")
+    store.start()
+    store.log(rows(3, "after"))
+    wait_for(lambda: len(logged(db)) == 3)
+    store.close()
+
+    assert "unexpected error; the rows stay in the spool" in caplog.text

@@ -286,6 +286,33 @@ def test_workers_reload_a_new_bundle_on_sighup_and_lose_nothing_on_sigterm(
     assert "Traceback" not in output
 
 
+@pytest.mark.usefixtures("bundle_dir")  # a trained bundle in models/
+def test_ctrl_c_stops_a_single_worker_cleanly_with_exit_code_0(tmp_path: Path) -> None:
+    """One worker runs in the `serve` process: Ctrl-C (SIGINT) drains it, and it exits 0,
+    not by the signal uvicorn raises again (a KeyboardInterrupt traceback)."""
+    port = free_port()
+    command = [sys.executable, "-m", PACKAGE, "serve", "--port", str(port), "--workers", "1"]
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as server_log:
+        server = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=server_log,
+            stderr=server_log,
+            start_new_session=True,
+        )
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", server)
+            server.send_signal(signal.SIGINT)
+            assert server.wait(timeout=60) == 0
+        finally:
+            kill_group(server)
+    output = log_path.read_text()
+    assert "Application shutdown complete" in output
+    assert "Traceback" not in output
+
+
 def test_canary_over_real_http_answers_each_key_with_its_model(
     settings: Settings, challenger_dir: Path, frame: pd.DataFrame, schema: Schema, tmp_path: Path
 ) -> None:

@@ -53,8 +53,8 @@ from .schemas import (
 )
 
 log = logging.getLogger(__name__)
-# Small batches are scored on the event loop (~2 ms): a thread hop per request costs more than
-# that once 16 requests fight over the GIL. Bigger ones go to a thread so the loop stays free.
+# Small batches are scored on the event loop (well under a millisecond with onnxruntime): a
+# thread hop per request costs more than that. Bigger ones go to a thread so the loop stays free.
 INLINE_ROWS = 64
 # Threads for those batches and for database calls, as concurrent.futures would size its pool:
 # more than that only costs memory (each thread keeps its own), not speed.
