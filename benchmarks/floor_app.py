@@ -1,7 +1,7 @@
 """The floor: the least a web service can do to answer /predict with the generated model.
 
 A bare Starlette app with the generated project's own pieces (`load_bundle` and a runtime from
-`serving/runtimes.py`) and nothing else: no request validation, no prediction log, no metrics,
+`runtimes.py`) and nothing else: no request validation, no prediction log, no metrics,
 no access log. The model runs inline in the event loop, which is the fastest way for one worker.
 BENCH_RUNTIME picks the runtime: onnx (onnxruntime, the default) or sklearn (the pipeline). The
 benchmark runs it with the project's uvicorn and the same settings as the generated service:
@@ -28,7 +28,7 @@ def create_app() -> Starlette:
     """Load the bundle named by BENCH_PACKAGE and BENCH_BUNDLE_DIR; serve /predict and /ready."""
     package = os.environ["BENCH_PACKAGE"]
     bundle_module = importlib.import_module(f"{package}.bundle")
-    runtimes = importlib.import_module(f"{package}.serving.runtimes")
+    runtimes = importlib.import_module(f"{package}.runtimes")
     bundle = bundle_module.load_bundle(Path(os.environ["BENCH_BUNDLE_DIR"]))
     runtime = runtimes.load_runtime(os.environ.get("BENCH_RUNTIME", "onnx"), bundle)
 

@@ -22,7 +22,7 @@ class ModelAPI(ls.LitAPI):  # type: ignore[misc]
     def setup(self, device: str) -> None:
         package = os.environ["BENCH_PACKAGE"]
         bundle_module = importlib.import_module(f"{package}.bundle")
-        runtimes = importlib.import_module(f"{package}.serving.runtimes")
+        runtimes = importlib.import_module(f"{package}.runtimes")
         self.bundle = bundle_module.load_bundle(Path(os.environ["BENCH_BUNDLE_DIR"]))
         self.runtime = runtimes.load_runtime("onnx", self.bundle)
 

@@ -374,7 +374,7 @@ def sklearn_answer(project: Path, package: str, rows: list[dict[str, Any]]) -> l
         "import json, sys\n"
         "from pathlib import Path\n"
         f"from {package}.bundle import load_bundle\n"
-        f"from {package}.serving.runtimes import load_runtime\n"
+        f"from {package}.runtimes import load_runtime\n"
         "runtime = load_runtime('sklearn', load_bundle(Path('models')))\n"
         "print(json.dumps(runtime.score(json.loads(sys.stdin.read()))))\n"
     )

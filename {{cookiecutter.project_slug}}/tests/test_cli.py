@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings, get_settings
-from {{ cookiecutter.package_name }}.pipeline.processed import schema_path
+from {{ cookiecutter.package_name }}.processed import schema_path
 
 runner = CliRunner()
 

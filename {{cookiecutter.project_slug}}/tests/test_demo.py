@@ -14,7 +14,7 @@ import {{ cookiecutter.package_name }}
 from {{ cookiecutter.package_name }} import demo as demo_module
 from {{ cookiecutter.package_name }}.config import Settings
 {%- if not cookiecutter.include_monitoring %}
-from {{ cookiecutter.package_name }}.pipeline.processed import read_split
+from {{ cookiecutter.package_name }}.processed import read_split
 {%- endif %}
 from {{ cookiecutter.package_name }}.store import PredictionLog
 

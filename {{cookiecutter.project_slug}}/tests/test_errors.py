@@ -3,7 +3,7 @@ import logging
 import pytest
 
 from {{ cookiecutter.package_name }}.errors import mask_url, mask_urls
-from {{ cookiecutter.package_name }}.logs import MaskSecrets
+from {{ cookiecutter.package_name }}.logging_config import MaskSecrets
 
 
 @pytest.mark.parametrize(

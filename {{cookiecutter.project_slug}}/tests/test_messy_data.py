@@ -14,7 +14,7 @@ from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
 from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.pipeline.onnx_export import export_onnx
-from {{ cookiecutter.package_name }}.pipeline.processed import read_split
+from {{ cookiecutter.package_name }}.processed import read_split
 from {{ cookiecutter.package_name }}.serving.app import create_app
 from {{ cookiecutter.package_name }}.store import PredictionLog
 
@@ -65,7 +65,7 @@ def test_the_api_takes_rows_with_or_without_the_other_columns(churn_settings: Se
 def test_unchanged_traffic_shows_no_drift_and_ids_are_not_compared(
     churn_settings: Settings,
 ) -> None:
-    from {{ cookiecutter.package_name }}.monitoring.monitor import monitor
+    from {{ cookiecutter.package_name }}.monitoring.drift import monitor
 
     rows, _ = serve_churn_model(churn_settings)
     with TestClient(create_app(churn_settings)) as client:

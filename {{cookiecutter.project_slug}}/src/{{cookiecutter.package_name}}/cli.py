@@ -13,7 +13,7 @@ import typer
 
 from .config import get_settings
 from .errors import UserError
-from .logs import setup_logging
+from .logging_config import setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def monitor(
     """Drift of the latest logged predictions vs the reference data, live quality where true
     values came back (POST /feedback), and an alert when either is found."""
     from .monitoring.alerts import notify
-    from .monitoring.monitor import monitor as run_monitor
+    from .monitoring.drift import monitor as run_monitor
     from .monitoring.quality import check_quality
 
     settings = get_settings()

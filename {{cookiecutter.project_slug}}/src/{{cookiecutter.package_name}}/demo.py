@@ -69,7 +69,7 @@ def exercise(
     settings: Settings, server: subprocess.Popen[bytes], port: int, timings: dict[str, float]
 ) -> None:
     """Normal traffic and a drift report, drifted traffic and another; then the lifecycle."""
-    from .monitoring.monitor import monitor
+    from .monitoring.drift import monitor
 
     for drift in (False, True):
         phase = "drifted" if drift else "normal"
@@ -126,9 +126,9 @@ def drifted_challenger(settings: Settings) -> str | None:
     from .monitoring.simulate import shift
     from .pipeline.evaluate import evaluate
     from .pipeline.features import build_pipeline
-    from .pipeline.processed import read_split
     from .pipeline.registry import Candidate, log_run, promote, start_tracking
     from .pipeline.train import challenge
+    from .processed import read_split
 
     split, schema = read_split(settings.data.processed_dir)
     drifted = split.train.assign(**shift(split.train[schema.names], schema))

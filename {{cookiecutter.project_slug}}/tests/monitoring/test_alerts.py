@@ -17,7 +17,7 @@ from {{ cookiecutter.package_name }}.bundle import METADATA_FILE
 from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.monitoring.alerts import mask, notify, send
-from {{ cookiecutter.package_name }}.monitoring.monitor import ColumnDrift, DriftSummary
+from {{ cookiecutter.package_name }}.monitoring.drift import ColumnDrift, DriftSummary
 from {{ cookiecutter.package_name }}.monitoring.quality import QualitySummary, VersionQuality
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
 

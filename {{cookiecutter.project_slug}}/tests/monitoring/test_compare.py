@@ -15,9 +15,9 @@ from sqlalchemy import Column, Integer, MetaData, Table, Text, create_engine
 from {{ cookiecutter.package_name }}.bundle import load_bundle
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.monitoring.compare import SUMMARY_FILE, CompareError, compare
+from {{ cookiecutter.package_name }}.runtimes import load_runtime
 from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.serving.app import create_app
-from {{ cookiecutter.package_name }}.serving.runtimes import load_runtime
 
 BATCH = 3  # rows per request: pairs are matched by request id and row index
 

@@ -17,7 +17,7 @@ from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.monitoring.simulate import SimulationError, simulate
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
-from {{ cookiecutter.package_name }}.pipeline.processed import read_split
+from {{ cookiecutter.package_name }}.processed import read_split
 
 
 class Recorder(StubServer):

@@ -7,7 +7,7 @@ import pytest
 
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.pipeline.data import DataError, clean, load, prepare, split
-from {{ cookiecutter.package_name }}.pipeline.processed import NoProcessedDataError, read_split
+from {{ cookiecutter.package_name }}.processed import NoProcessedDataError, read_split
 from {{ cookiecutter.package_name }}.schema import Schema
 
 

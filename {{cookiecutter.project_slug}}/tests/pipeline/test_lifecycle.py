@@ -15,10 +15,10 @@ from {{ cookiecutter.package_name }}.pipeline.data import prepare
 from {{ cookiecutter.package_name }}.pipeline.evaluate import evaluate
 from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.pipeline.lifecycle import LifecycleError, promote, rollback
-from {{ cookiecutter.package_name }}.pipeline.processed import read_split
 from {{ cookiecutter.package_name }}.pipeline.registry import Candidate, log_run
 from {{ cookiecutter.package_name }}.pipeline.registry import promote as register
 from {{ cookiecutter.package_name }}.pipeline.train import challenge, train
+from {{ cookiecutter.package_name }}.processed import read_split
 
 
 def aliases(settings: Settings) -> dict[str, str]:

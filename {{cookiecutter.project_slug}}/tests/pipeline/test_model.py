@@ -23,7 +23,7 @@ from {{ cookiecutter.package_name }}.pipeline.evaluate import (
     trivial_metrics,
 )
 from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
-from {{ cookiecutter.package_name }}.pipeline.processed import Split
+from {{ cookiecutter.package_name }}.processed import Split
 from {{ cookiecutter.package_name }}.schema import Schema
 
 PROJECT = Path(__file__).resolve().parents[2]

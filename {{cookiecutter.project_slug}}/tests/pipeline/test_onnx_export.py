@@ -17,8 +17,8 @@ from {{ cookiecutter.package_name }}.pipeline.onnx_export import (
     check_parity,
     export_onnx,
 )
+from {{ cookiecutter.package_name }}.runtimes import OnnxRuntime, SklearnRuntime
 from {{ cookiecutter.package_name }}.schema import Schema
-from {{ cookiecutter.package_name }}.serving.runtimes import OnnxRuntime, SklearnRuntime
 
 FAMILIES = ["hist_gradient_boosting", "random_forest", "linear"]
 # Rows the training data never had: unseen and missing categories, missing and integer numbers.

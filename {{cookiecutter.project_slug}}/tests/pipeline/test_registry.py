@@ -7,9 +7,9 @@ from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
 from {{ cookiecutter.package_name }}.pipeline.evaluate import evaluate
 from {{ cookiecutter.package_name }}.pipeline.features import build_preprocessor
-from {{ cookiecutter.package_name }}.pipeline.processed import read_split
 from {{ cookiecutter.package_name }}.pipeline.registry import Candidate, log_run, promote
 from {{ cookiecutter.package_name }}.pipeline.train import train
+from {{ cookiecutter.package_name }}.processed import read_split
 
 
 def test_a_worse_model_does_not_take_the_champion_alias(settings: Settings) -> None:

@@ -13,7 +13,6 @@ from {{ cookiecutter.package_name }}.pipeline import registry
 from {{ cookiecutter.package_name }}.pipeline import train as train_module
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
 from {{ cookiecutter.package_name }}.pipeline.evaluate import PRIMARY_METRIC, Evaluation, primary_metric
-from {{ cookiecutter.package_name }}.pipeline.processed import read_split
 from {{ cookiecutter.package_name }}.pipeline.registry import Candidate
 from {{ cookiecutter.package_name }}.pipeline.train import (
     cross_validation,
@@ -21,6 +20,7 @@ from {{ cookiecutter.package_name }}.pipeline.train import (
     train,
     training_threads,
 )
+from {{ cookiecutter.package_name }}.processed import read_split
 
 
 @pytest.fixture

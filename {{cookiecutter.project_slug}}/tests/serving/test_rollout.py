@@ -14,10 +14,10 @@ from sqlalchemy import select
 
 from {{ cookiecutter.package_name }}.bundle import load_bundle
 from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.runtimes import load_runtime
 from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.serving.app import create_app
 from {{ cookiecutter.package_name }}.serving.rollout import in_canary
-from {{ cookiecutter.package_name }}.serving.runtimes import load_runtime
 from {{ cookiecutter.package_name }}.store import PredictionLog, predictions
 
 REQUESTS = 2000

@@ -16,7 +16,7 @@ import urllib.request
 from urllib.parse import urlsplit
 
 from ..config import Settings
-from .monitor import DriftSummary
+from .drift import DriftSummary
 from .quality import QualitySummary
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from ..errors import mask_urls
 from ..feedback import read_labelled
 from ..pipeline.evaluate import PRIMARY_METRIC
 from ..store import PredictionLog
-from .monitor import MonitoringError
+from .drift import MonitoringError
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "quality_report.html"

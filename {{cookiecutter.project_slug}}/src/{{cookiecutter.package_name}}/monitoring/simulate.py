@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..config import Settings
 from ..errors import UserError
-from ..pipeline.processed import read_split
+from ..processed import read_split
 from ..schema import Schema
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from ..config import Settings
+from ..processed import Split, write_processed
 from ..schema import OtherColumn, Schema
 from . import columns
-from .processed import Split, write_processed
 from .sources import DataError, load
 
 log = logging.getLogger(__name__)

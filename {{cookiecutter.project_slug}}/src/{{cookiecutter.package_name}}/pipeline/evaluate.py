@@ -126,7 +126,7 @@ def plot(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str,
 
 def evaluate_bundle(settings: Settings) -> dict[str, float]:
     """The `evaluate` stage: score the exported champion on the test split."""
-    from .processed import read_split
+    from ..processed import read_split
 
     split, schema = read_split(settings.data.processed_dir)
     bundle = load_bundle(settings.bundle_dir)

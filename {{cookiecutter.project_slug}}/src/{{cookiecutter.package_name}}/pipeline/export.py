@@ -20,9 +20,9 @@ from mlflow.tracking import MlflowClient
 
 from ..bundle import METADATA_FILE, save_bundle
 from ..config import Settings
+from ..processed import Split
 from ..schema import Schema
 from .onnx_export import Parity, export_onnx
-from .processed import Split
 from .registry import Candidate, Promotion
 
 log = logging.getLogger(__name__)

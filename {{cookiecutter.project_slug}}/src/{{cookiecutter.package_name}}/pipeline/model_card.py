@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..processed import Split
 from ..schema import Schema
 from .evaluate import clearly_better
 from .onnx_export import Parity
-from .processed import Split
 from .registry import Candidate, Promotion
 
 

@@ -20,8 +20,8 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
 from ..errors import UserError
+from ..runtimes import OnnxRuntime, Scores, SklearnRuntime
 from ..schema import Schema
-from ..serving.runtimes import OnnxRuntime, Scores, SklearnRuntime
 
 log = logging.getLogger(__name__)
 # ONNX computes in float32: probabilities agree to ~1e-6 in practice; this leaves headroom.

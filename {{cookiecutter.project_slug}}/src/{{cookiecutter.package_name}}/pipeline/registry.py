@@ -24,10 +24,10 @@ from sklearn.pipeline import Pipeline
 from skops import io as sio
 
 from ..config import Settings
+from ..processed import Split
 from ..schema import Schema
 from .champions import CHALLENGER, CHAMPION, crown, version_by_alias
 from .evaluate import Evaluation, compute_metrics, is_better, primary_metric
-from .processed import Split
 
 log = logging.getLogger(__name__)
 TRAIN_ROWS = "train_rows.npy"  # row hashes of a run's training data

@@ -12,8 +12,8 @@ import pandas as pd
 from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
 
+from ..processed import Split
 from ..schema import Schema
-from .processed import Split
 
 log = logging.getLogger(__name__)
 START = "<!-- results:start -->"

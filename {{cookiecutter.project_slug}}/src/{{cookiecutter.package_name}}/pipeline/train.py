@@ -25,12 +25,12 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from ..config import Settings
+from ..processed import Split, read_split
 from ..schema import Schema
 from .evaluate import clearly_better, evaluate, trivial_metrics
 from .export import export_bundle, remove_challenger, restore_bundle, store_with_run
 from .features import build_pipeline
 from .model_card import write_model_card
-from .processed import Split, read_split
 from .registry import Candidate, Promotion, log_run, promote, safe_source, start_tracking
 from .results import main_features, results_section, write_results
 

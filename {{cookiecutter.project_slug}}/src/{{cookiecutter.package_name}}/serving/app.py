@@ -32,6 +32,7 @@ from .. import __version__
 from ..config import Settings, get_settings
 from ..errors import UserError, mask_urls
 from ..feedback import Label, record
+from ..runtimes import NotScorableError
 from .body import read_instances
 from .guards import (
     RETRY_AFTER_SECONDS,
@@ -40,9 +41,8 @@ from .guards import (
     Limits,
     short_validation_errors,
 )
-from .metrics import MetricsMiddleware, render
 from .predictor import Predictor
-from .runtimes import NotScorableError
+from .prometheus import MetricsMiddleware, render
 from .schemas import (
     FeedbackRequest,
     FeedbackResponse,

@@ -15,10 +15,10 @@ from pydantic import BaseModel
 
 from ..bundle import Bundle, BundleError, load_bundle
 from ..config import Settings
+from ..runtimes import Runtime, load_runtime
 from ..store import PredictionLog, PredictionRecord
-from .metrics import observe_log, observe_predictions
+from .prometheus import observe_log, observe_predictions
 from .rollout import CHAMPION, Model, Rollout
-from .runtimes import Runtime, load_runtime
 from .schemas import PredictResponse, request_model
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from ..bundle import Bundle, BundleError, load_bundle
 from ..config import Settings
-from .runtimes import Runtime, load_runtime
+from ..runtimes import Runtime, load_runtime
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"

@@ -29,7 +29,7 @@ from uvicorn.supervisors import Multiprocess
 
 from ..config import Settings
 from ..errors import UserError
-from ..logs import UVICORN_LOG_CONFIG
+from ..logging_config import UVICORN_LOG_CONFIG
 
 log = logging.getLogger(__name__)
 APP_FACTORY = f"{__package__}.app:create_app"

@@ -21,16 +21,16 @@ from {{ cookiecutter.package_name }}.bundle import (
     sha256,
 )
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.schema import Schema
-from {{ cookiecutter.package_name }}.serving.runtimes import (
+from {{ cookiecutter.package_name }}.runtimes import (
     NotScorableError,
     OnnxRuntime,
     SklearnRuntime,
     load_runtime,
 )
+from {{ cookiecutter.package_name }}.schema import Schema
 
 PACKAGE = "{{ cookiecutter.package_name }}"
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def request_rows(frame: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:

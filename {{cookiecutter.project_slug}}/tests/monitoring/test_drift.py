@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.monitoring.monitor import MonitoringError, monitor
+from {{ cookiecutter.package_name }}.monitoring.drift import MonitoringError, monitor
 from {{ cookiecutter.package_name }}.monitoring.simulate import shift, to_records
-from {{ cookiecutter.package_name }}.pipeline.processed import NoProcessedDataError, schema_path
+from {{ cookiecutter.package_name }}.processed import NoProcessedDataError, schema_path
 from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.store import PredictionLog, PredictionRecord
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import UserError
-from ..schema import Schema
+from .errors import UserError
+from .schema import Schema
 
 SCHEMA_FILE = "schema.json"
 

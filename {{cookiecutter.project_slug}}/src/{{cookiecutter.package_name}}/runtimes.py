@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..bundle import ONNX_FILE, Bundle, BundleError
-from ..schema import Schema, category_text
+from .bundle import ONNX_FILE, Bundle, BundleError
+from .schema import Schema, category_text
 
 if TYPE_CHECKING:
     import onnxruntime as ort

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
 from ..errors import UserError, mask_urls
-from ..pipeline.processed import read_reference
+from ..processed import read_reference
 from ..schema import Schema
 from ..store import PredictionLog
 
