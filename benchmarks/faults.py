@@ -55,7 +55,7 @@ class Line:
     other: int = 0  # non-200 answers (503 of fail_closed, refused connections)
     ready: str = ""  # /ready while the fault lasts
     stop_seconds: float = 0.0
-    restarted: bool = False  # a second start replayed what the first left in the spool
+    restarted: bool = False  # a second start wrote what the first left in the spool
     counts: dict[str, int] = field(default_factory=dict)  # prediction_log_rows_total
     skipped: str = ""
 
@@ -117,8 +117,8 @@ class Service:
         self.project, self.logs, self.port = project, logs, free_port()
         self.env = {
             **project.env,
-            "ML_SERVING__PREDICTION_LOG_URL": log_url,
-            "ML_SERVING__PREDICTION_LOG_SPOOL": str(spool),
+            "ML_PREDICTION_LOG__URL": log_url,
+            "ML_PREDICTION_LOG__SPOOL": str(spool),
         }
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -238,7 +238,7 @@ class Faults:
             line.stop_seconds = svc.stop()
             if sigterm_during_fault:
                 recover(svc)
-            if any(path.stat().st_size for path in spool.glob("*.jsonl")):
+            if spooled_ids(spool):
                 line.restarted = True  # the next start writes them
                 svc.start()
                 time.sleep(1)
@@ -262,8 +262,22 @@ class Faults:
         return self.run(
             "log files read-only (chattr +i)",
             target,
-            lambda svc: immutable(database, True),
-            lambda svc: immutable(database, False),
+            lambda svc: immutable(database, on=True),
+            lambda svc: immutable(database, on=False),
+        )
+
+    def read_only_together(self) -> Line:
+        """The database and the spool fail at once (one folder for both, as in an image's
+        /app/var): rows wait in memory until either takes them again."""
+        folder = self.work / "together"
+        database = folder / "predictions.db"
+        target = (f"sqlite:///{database}", folder / "spool", database)
+        files = [database, folder / "spool" / "spool.db"]
+        return self.run(
+            "database and spool read-only together (chattr +i)",
+            target,
+            lambda svc: immutable(*files, on=True),
+            lambda svc: immutable(*files, on=False),
         )
 
     def disk_full(self) -> Line:
@@ -336,11 +350,11 @@ def tmpfs(mount: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def immutable(database: Path, on: bool) -> None:
+def immutable(*databases: Path, on: bool) -> None:
     """chattr +i on the SQLite file and its WAL: even root's writes fail, to files already open
     too (chmod stops neither). Not the -shm index: SQLite maps it into memory, and a write to
     an immutable mapping kills the process (SIGBUS) rather than failing."""
-    paths = [database, database.with_name(f"{database.name}-wal")]
+    paths = [p for db in databases for p in (db, db.with_name(f"{db.name}-wal")) if p.exists()]
     subprocess.run(["chattr", "+i" if on else "-i", *map(str, paths)], check=True)
 
 
@@ -352,23 +366,24 @@ def fill(path: Path) -> None:
 
 
 def spooled_ids(spool: Path) -> set[str]:
-    return {
-        json.loads(row)["request_id"]
-        for path in spool.glob("*.jsonl")
-        for row in path.read_bytes().splitlines()
-    }
+    """Request ids of the rows still in the spool."""
+    if not (spool / "spool.db").exists():
+        return set()
+    with contextlib.closing(sqlite3.connect(spool / "spool.db")) as conn:
+        return {r for (r,) in conn.execute("SELECT request_id FROM rows")}
 
 
 def print_table(lines: list[Line]) -> None:
     print("| fault during load | answered 200 | logged | lost | still spooled | /ready during | "
-          "written / spooled / replayed / dropped | stop (s) | restarted |")  # fmt: skip
+          "spooled / held / written / dropped / quarantined | stop (s) | restarted |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for line in lines:
         if line.skipped:
             print(f"| {line.fault} | skipped: {line.skipped} | | | | | | | |")
             continue
         c = line.counts
-        where = " / ".join(str(c.get(k, 0)) for k in ("written", "spooled", "replayed", "dropped"))
+        outcomes = ("spooled", "held", "written", "dropped", "quarantined")
+        where = " / ".join(str(c.get(k, 0)) for k in outcomes)
         print(
             f"| {line.fault} | {line.answered} | {line.logged} | {line.lost} | {line.spooled} | "
             f"{line.ready} | {where} | {line.stop_seconds:.1f} | "
@@ -404,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     faults = Faults(project, work, 4.0 if options.quick else 16.0)
     lines: list[Line] = []
     root = os.geteuid() == 0
-    for method in (faults.read_only, faults.disk_full):
+    for method in (faults.read_only, faults.read_only_together, faults.disk_full):
         if root and shutil.which("mount") and shutil.which("chattr"):
             lines.append(method())
         else:

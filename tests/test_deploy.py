@@ -155,7 +155,7 @@ def test_pod_is_non_root_with_a_read_only_root_and_a_writable_log(
     assert api["securityContext"]["readOnlyRootFilesystem"] is True
     assert api["securityContext"]["allowPrivilegeEscalation"] is False
     # The image's SQLite prediction log must land on a writable volume.
-    log_url = dockerfile_env(project)["ML_SERVING__PREDICTION_LOG_URL"]
+    log_url = dockerfile_env(project)["ML_PREDICTION_LOG__URL"]
     log_dir = str(Path(log_url.removeprefix("sqlite:///")).parent)
     mounts = {mount["mountPath"] for mount in api["volumeMounts"]}
     assert log_dir in mounts

@@ -50,7 +50,7 @@ def env(project: Path, postgres: PostgresServer) -> dict[str, str]:
         **{key: value for key, value in os.environ.items() if not key.startswith(skip)},
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "PYTHONPATH": str(project / "src"),  # the shared venv holds the dependencies only
-        "ML_SERVING__PREDICTION_LOG_URL": postgres.url("predictions"),
+        "ML_PREDICTION_LOG__URL": postgres.url("predictions"),
         "ML_MODEL__N_ITER": "2",  # tracking is under test here, not the search
         "ML_MODEL__CV": "2",
     }

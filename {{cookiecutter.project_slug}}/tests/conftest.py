@@ -23,9 +23,9 @@ from {{ cookiecutter.package_name }}.bundle import METADATA_FILE, MODEL_FILE, sa
 from {{ cookiecutter.package_name }}.config import Settings, get_settings
 from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.pipeline.onnx_export import export_onnx
+from {{ cookiecutter.package_name }}.prediction_log.reader import Reader
 from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.serving.app import create_app
-from {{ cookiecutter.package_name }}.store import PredictionLog
 
 TASK = "{{ cookiecutter.task }}"
 FAMILY = "{{ cookiecutter.model_family }}"
@@ -191,10 +191,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
                 },
             },
             "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "t"},
-            "serving": {
-                "prediction_log_url": f"sqlite:///{tmp_path / 'predictions.db'}",
-                "max_batch_size": 50,
-            },
+            "serving": {"max_batch_size": 50},
+            "prediction_log": {"url": f"sqlite:///{tmp_path / 'predictions.db'}"},
             "monitoring": {"reports_dir": tmp_path / "reports", "min_rows": 20, "window": 200},
         }
     )
@@ -290,7 +288,7 @@ def _wrong(prediction: Any, frame: pd.DataFrame) -> Any:
 
 def _wait_for_log(settings: Settings, rows: int) -> None:
     """The service writes its log off the request path."""
-    store = PredictionLog(settings.serving.prediction_log_url)
+    store = Reader(settings.prediction_log.url)
     deadline = time.monotonic() + 10
     while store.count() < rows:
         assert time.monotonic() < deadline, "the rows never reached the prediction log"

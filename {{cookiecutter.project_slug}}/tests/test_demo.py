@@ -16,7 +16,7 @@ from {{ cookiecutter.package_name }}.config import Settings
 {%- if not cookiecutter.include_monitoring %}
 from {{ cookiecutter.package_name }}.processed import read_split
 {%- endif %}
-from {{ cookiecutter.package_name }}.store import PredictionLog
+from {{ cookiecutter.package_name }}.prediction_log.reader import Reader
 
 {%- if not cookiecutter.include_monitoring %}
 
@@ -46,7 +46,7 @@ def test_demo_runs_the_whole_loop(
 
     assert "Demo done" in caplog.text
     assert "Service stopped" in caplog.text
-    logged = PredictionLog(settings.serving.prediction_log_url).read_latest(10_000)
+    logged = Reader(settings.prediction_log.url).latest(10_000)
     assert len(logged) > 0  # the server logged the traffic and flushed it on SIGTERM
 {%- if cookiecutter.include_monitoring %}
     assert "No drift" in caplog.text  # the report on normal traffic

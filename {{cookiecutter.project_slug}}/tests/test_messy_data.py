@@ -14,9 +14,9 @@ from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
 from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.pipeline.onnx_export import export_onnx
+from {{ cookiecutter.package_name }}.prediction_log.reader import Reader
 from {{ cookiecutter.package_name }}.processed import read_split
 from {{ cookiecutter.package_name }}.serving.app import create_app
-from {{ cookiecutter.package_name }}.store import PredictionLog
 
 FAMILY = "{{ cookiecutter.model_family }}"
 
@@ -55,7 +55,7 @@ def test_the_api_takes_rows_with_or_without_the_other_columns(churn_settings: Se
     assert without_id.status_code == 200, without_id.text
     assert whole.status_code == 200, whole.text
     assert unknown.status_code == 422
-    logged = PredictionLog(churn_settings.serving.prediction_log_url).read_latest(10)
+    logged = Reader(churn_settings.prediction_log.url).latest(10)
     ids = logged["customerID"].tolist()
     assert pd.isna(ids[0])  # not sent, not invented
     assert ids[1:] == [row["customerID"] for row in rows[:3]]

@@ -36,6 +36,12 @@ Runtime = Literal["onnx", "sklearn"]
 Rollout = Literal["off", "shadow", "canary"]
 
 
+# Keys of earlier versions of this project, and where they live now.
+MOVED = {
+    f"serving.prediction_log_{key}": f"prediction_log.{key}" for key in ("url", "spool", "mode")
+}
+
+
 class ConfigError(UserError):
     """config.yaml is missing, is not valid YAML, or holds a key or value that is not valid."""
 
@@ -79,11 +85,6 @@ class ServingSettings(Section):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)
     max_batch_size: int = Field(1000, ge=1)
-    prediction_log_url: str = "sqlite:///predictions.db"
-    # Rows wait here while the database fails (store.py); unset: predictions.db-spool/ beside a
-    # SQLite file, else spool/. fail_closed: /ready and /predict answer 503 meanwhile.
-    prediction_log_spool: Path | None = None
-    prediction_log_mode: Literal["fail_open", "fail_closed"] = "fail_open"
     # Guards of the HTTP service (serving/guards.py) and of model loading (bundle.py).
     api_key: SecretStr | None = None  # set: /predict and other writes need it (Bearer)
     max_concurrency: int = Field(64, ge=1)  # requests in flight per worker; more get 503
@@ -98,6 +99,14 @@ class ServingSettings(Section):
     def _empty_is_unset(cls, value: Any) -> Any:
         """An empty variable (e.g. a build argument left out) means "not set"."""
         return None if value in ("", None) else value
+
+
+class PredictionLogSettings(Section):
+    url: str = "sqlite:///predictions.db"
+    # Rows wait here until the database holds them (prediction_log/spool.py); unset:
+    # predictions.db-spool/ beside a SQLite file, else spool/.
+    spool: Path | None = None
+    mode: Literal["fail_open", "fail_closed"] = "fail_open"  # fail_closed: 503 while degraded
 
 
 class MonitoringSettings(Section):
@@ -119,6 +128,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     mlflow: MlflowSettings = MlflowSettings()
     serving: ServingSettings = ServingSettings()
+    prediction_log: PredictionLogSettings = PredictionLogSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
 
     @field_validator("mlflow")
@@ -184,7 +194,9 @@ def describe(exc: ValidationError) -> list[str]:
     problems = []
     for error in exc.errors(include_url=False):
         key = ".".join(str(part) for part in error["loc"])
-        if error["type"] == "extra_forbidden":
+        if key in MOVED:
+            problems.append(f"`{key}` is now `{MOVED[key]}`: rename it in config.yaml (or ML_*).")
+        elif error["type"] == "extra_forbidden":
             known = _known_keys(error["loc"][:-1])
             match = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
             hint = f"did you mean `{match[0]}`?" if match else f"known keys: {', '.join(known)}."

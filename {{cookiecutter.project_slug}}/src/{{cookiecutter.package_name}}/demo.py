@@ -150,14 +150,14 @@ def _traffic(settings: Settings, port: int, *, drift: bool, copies: int = 1) -> 
     """Send every held-out row (shifted with `drift`); return how many once all are logged
     (`copies` times each: twice when a challenger shadows the champion)."""
     from .monitoring.simulate import simulate
-    from .store import PredictionLog
+    from .prediction_log.reader import Reader
 
-    store = PredictionLog(settings.serving.prediction_log_url)
-    logged = store.count()
+    reader = Reader(settings.prediction_log.url)
+    logged = reader.count()
     sent = simulate(settings, host=HOST, port=port, drift=drift)
     # The service writes its log off the request path: let the last rows land.
     deadline = time.monotonic() + 10
-    while store.count() < logged + copies * sent and time.monotonic() < deadline:
+    while reader.count() < logged + copies * sent and time.monotonic() < deadline:
         time.sleep(0.1)
     return sent
 

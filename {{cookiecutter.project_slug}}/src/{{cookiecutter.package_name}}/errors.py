@@ -2,7 +2,8 @@
 
 The CLI shows a UserError as one line, without a traceback, and exits 1. Messages name URLs
 (databases, MLflow, the service) so the user knows which one failed: `mask_url` keeps the URL
-readable and drops its password, and `mask_urls` does that for every URL in a text.
+readable and drops its password, `mask_urls` does that for every URL in a text, and `reason`
+for the message of an exception.
 """
 
 from __future__ import annotations
@@ -45,3 +46,10 @@ def mask_url(url: str) -> str:
 def mask_urls(text: str) -> str:
     """`text` with every URL in it masked by `mask_url`."""
     return URL_PATTERN.sub(lambda match: mask_url(match.group()), text)
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong, for a log line or a message: a database's own words (without
+    SQLAlchemy's statement dump), every URL in them masked."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return mask_urls(text.splitlines()[0] if text else type(exc).__name__)

@@ -29,7 +29,7 @@ def with_rollout(settings: Settings, mode: str) -> Settings:
 
 def add_feedback(settings: Settings, labels: list[tuple[str, int, Any]]) -> None:
     """Rows of the `feedback` table as POST /feedback stores them."""
-    engine = create_engine(settings.serving.prediction_log_url)
+    engine = create_engine(settings.prediction_log.url)
     table = Table(
         "feedback",
         MetaData(),

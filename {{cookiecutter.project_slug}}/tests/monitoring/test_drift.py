@@ -15,9 +15,10 @@ from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.monitoring.drift import MonitoringError, monitor
 from {{ cookiecutter.package_name }}.monitoring.simulate import shift, to_records
+from {{ cookiecutter.package_name }}.prediction_log.tables import PredictionLogError
+from {{ cookiecutter.package_name }}.prediction_log.writer import PredictionLog, PredictionRecord
 from {{ cookiecutter.package_name }}.processed import NoProcessedDataError, schema_path
 from {{ cookiecutter.package_name }}.schema import Schema
-from {{ cookiecutter.package_name }}.store import PredictionLog, PredictionRecord
 
 
 def make_frame(rows: int, seed: int) -> pd.DataFrame:
@@ -48,7 +49,7 @@ def write_reference(settings: Settings, rows: int = 400) -> Schema:
 
 def log_predictions(settings: Settings, features: pd.DataFrame, version: str = "1") -> None:
     """Append rows to the prediction log the way the service does."""
-    store = PredictionLog(settings.serving.prediction_log_url)
+    store = PredictionLog(settings.prediction_log.url)
     store.start()
     call = uuid.uuid4().hex  # each call logs new requests: request_id + row_index is unique
     store.log(
@@ -166,16 +167,16 @@ def test_too_few_rows_is_a_clear_error_and_removes_the_old_report(settings: Sett
 def test_no_prediction_log_is_a_clear_error(settings: Settings) -> None:
     write_reference(settings)
 
-    with pytest.raises(MonitoringError, match=r"No prediction log.*make serve"):
+    with pytest.raises(MonitoringError, match=r"Only 0 predictions logged.*make serve"):
         monitor(settings)
-    assert not Path(settings.serving.prediction_log_url.removeprefix("sqlite:///")).exists()
+    assert not Path(settings.prediction_log.url.removeprefix("sqlite:///")).exists()
 
 
 def test_an_unreadable_prediction_log_is_a_clear_error(settings: Settings) -> None:
     write_reference(settings)
-    settings.serving.prediction_log_url = "postgresql+nosuchdriver://monitor@db.example.com/log"
+    settings.prediction_log.url = "postgresql+nosuchdriver://monitor@db.example.com/log"
 
-    with pytest.raises(MonitoringError, match="Cannot read the prediction log"):
+    with pytest.raises(PredictionLogError, match="Cannot read the prediction log"):
         monitor(settings)
 
 

@@ -83,7 +83,7 @@ def test_no_prediction_log_yet_is_not_enough_labels(settings: Settings) -> None:
     summary = check_quality(settings)
 
     assert summary.status == "not_enough_labels"
-    assert not Path(settings.serving.prediction_log_url.removeprefix("sqlite:///")).exists()
+    assert not Path(settings.prediction_log.url.removeprefix("sqlite:///")).exists()
 
 
 def test_class_labels_compare_as_text() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +20,10 @@ from sklearn.pipeline import Pipeline
 from conftest import Payload, replace_model
 from {{ cookiecutter.package_name }}.bundle import ONNX_FILE, load_bundle
 from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.prediction_log.reader import Reader
 from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.serving.app import create_app
 from {{ cookiecutter.package_name }}.serving.predictor import Predictor
-from {{ cookiecutter.package_name }}.store import PredictionLog
 
 
 def rows(frame: pd.DataFrame, schema: Schema, n: int) -> list[dict[str, Any]]:
@@ -46,7 +47,7 @@ def row(frame: pd.DataFrame, schema: Schema) -> dict[str, Any]:
 
 
 def logged(settings: Settings) -> pd.DataFrame:
-    return PredictionLog(settings.serving.prediction_log_url).read_latest(10_000)
+    return Reader(settings.prediction_log.url).latest(10_000)
 
 
 def test_health(client: TestClient) -> None:
@@ -360,33 +361,32 @@ def test_not_ready_when_the_log_cannot_be_opened(
 ) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
-    serving = settings.serving.model_copy(
-        update={"prediction_log_url": f"sqlite:///{blocker}/predictions.db"}
-    )
+    config = settings.prediction_log.model_copy(update={"url": f"sqlite:///{blocker}/p.db"})
 
-    with TestClient(create_app(settings.model_copy(update={"serving": serving}))) as client:
+    with TestClient(create_app(settings.model_copy(update={"prediction_log": config}))) as client:
         ready = client.get("/ready")
 
     assert ready.status_code == 503
     assert "prediction log" in ready.json()["detail"]
     assert str(tmp_path) not in ready.text  # paths and URLs go to the server log only
-    assert "prediction_log_url" in caplog.text
+    assert "Check prediction_log in config.yaml" in caplog.text
 
 
 def log_database_down(settings: Settings, tmp_path: Path, mode: str = "fail_open") -> Settings:
     """A PostgreSQL prediction log that refuses connections (nothing listens on port 1)."""
-    serving = settings.serving.model_copy(
+    config = settings.prediction_log.model_copy(
         update={
-            "prediction_log_url": "postgresql+psycopg://ml:s3cret-pw@127.0.0.1:1/predictions",
-            "prediction_log_spool": tmp_path / "spool",
-            "prediction_log_mode": mode,
+            "url": "postgresql+psycopg://ml:s3cret-pw@127.0.0.1:1/predictions",
+            "spool": tmp_path / "spool",
+            "mode": mode,
         }
     )
-    return settings.model_copy(update={"serving": serving})
+    return settings.model_copy(update={"prediction_log": config})
 
 
-def spooled(spool: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for path in spool.glob("*.jsonl") for line in path.open()]
+def spooled(spool: Path) -> list[tuple[str, int]]:
+    with sqlite3.connect(spool / "spool.db") as conn:
+        return list(conn.execute("SELECT request_id, row_index FROM rows ORDER BY id"))
 
 
 def test_a_log_database_down_at_start_is_waited_for_and_rows_are_spooled(
@@ -404,7 +404,7 @@ def test_a_log_database_down_at_start_is_waited_for_and_rows_are_spooled(
     assert ready.json()["prediction_log"] == "degraded"
     assert answer.status_code == 200
     request_id = answer.json()["request_id"]
-    assert [(r["request_id"], r["row_index"]) for r in spooled(tmp_path / "spool")] == [
+    assert spooled(tmp_path / "spool") == [
         (request_id, 0),
         (request_id, 1),
     ]

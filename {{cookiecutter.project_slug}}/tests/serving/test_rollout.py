@@ -14,11 +14,11 @@ from sqlalchemy import select
 
 from {{ cookiecutter.package_name }}.bundle import load_bundle
 from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.prediction_log.tables import connect, predictions
 from {{ cookiecutter.package_name }}.runtimes import load_runtime
 from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.serving.app import create_app
 from {{ cookiecutter.package_name }}.serving.rollout import in_canary
-from {{ cookiecutter.package_name }}.store import PredictionLog, predictions
 
 REQUESTS = 2000
 
@@ -34,8 +34,7 @@ def records(frame: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
 
 
 def logged_rows(settings: Settings) -> list[Any]:
-    store = PredictionLog(settings.serving.prediction_log_url)
-    with store.engine.connect() as conn:
+    with connect(settings.prediction_log.url).connect() as conn:
         return list(conn.execute(select(predictions).order_by(predictions.c.id)))
 
 

@@ -27,11 +27,11 @@ import {{ cookiecutter.package_name }}
 from {{ cookiecutter.package_name }}.bundle import METADATA_FILE, MODEL_FILE, ONNX_FILE
 from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.prediction_log.reader import Reader
 from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.serving import server
 from {{ cookiecutter.package_name }}.serving.rollout import in_canary
 from {{ cookiecutter.package_name }}.serving.server import ServeError, run
-from {{ cookiecutter.package_name }}.store import PredictionLog
 
 PACKAGE = {{ cookiecutter.package_name }}.__name__
 PREDICT_200 = 'http_requests_total{method="POST",path="/predict",status="200"}'
@@ -275,9 +275,9 @@ def test_workers_reload_a_new_bundle_on_sighup_and_lose_nothing_on_sigterm(
 
     assert [a for a in answers if a[0] != 200] == []
     assert answers[0][1] == "1"
-    log = PredictionLog(settings.serving.prediction_log_url)
+    log = Reader(settings.prediction_log.url)
     assert log.count() == len(answers)
-    assert log.read_latest(len(answers))["model_version"].value_counts().to_dict() == (
+    assert log.latest(len(answers))["model_version"].value_counts().to_dict() == (
         pd.Series([v for _, v in answers]).value_counts().to_dict()
     )
     output = log_path.read_text()

@@ -14,17 +14,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pydantic_core import from_json
-from sqlalchemy import Engine, MetaData, Table, inspect, select
-
 from ..bundle import BundleError, load_bundle
 from ..config import Settings
 from ..errors import UserError
-from ..store import PredictionLog, predictions
+from ..prediction_log.reader import Key, Reader
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "compare_summary.json"
-Key = tuple[str, int]  # (request id, row index)
 
 
 class CompareError(UserError):
@@ -59,14 +55,14 @@ def compare(settings: Settings) -> Comparison:
         )
     except BundleError as exc:
         raise CompareError(f"Nothing to compare: {exc}") from None
-    engine = PredictionLog(settings.serving.prediction_log_url).engine
-    rows = _answers(engine, {champion.version, challenger.version})
+    reader = Reader(settings.prediction_log.url)
+    rows = reader.answers({champion.version, challenger.version})
     if not rows.get(challenger.version):
         raise CompareError(
             f"The prediction log has no answer of challenger v{challenger.version}: serve with "
             "serving.rollout shadow or canary and send traffic (make simulate) first."
         )
-    labels = _labels(engine)
+    labels = reader.labels()
     ours, theirs = rows.get(champion.version, {}), rows[challenger.version]
     paired = [(ours[k], theirs[k]) for k in ours.keys() & theirs.keys()]
     task = champion.schema.task
@@ -87,31 +83,6 @@ def compare(settings: Settings) -> Comparison:
         log.info("%s", line)
     log.info("Latency: %s. Summary: %s", result.latency, path)
     return result
-
-
-def _answers(engine: Engine, versions: set[str]) -> dict[str, dict[Key, Any]]:
-    """Each version's answers by (request id, row index)."""
-    if not inspect(engine).has_table(predictions.name):
-        return {}
-    columns = predictions.c
-    query = select(
-        columns.request_id, columns.row_index, columns.model_version, columns.prediction
-    ).where(columns.model_version.in_(versions))
-    answers: dict[str, dict[Key, Any]] = {}
-    with engine.connect() as conn:
-        for request_id, index, version, prediction in conn.execute(query):
-            answers.setdefault(version, {})[(request_id, index)] = from_json(prediction)
-    return answers
-
-
-def _labels(engine: Engine) -> dict[Key, Any]:
-    """True values sent to POST /feedback, by (request id, row index); none without the table."""
-    if not inspect(engine).has_table("feedback"):
-        return {}
-    table = Table("feedback", MetaData(), autoload_with=engine)
-    query = select(table.c.request_id, table.c.row_index, table.c.actual)
-    with engine.connect() as conn:
-        return {(r, int(i)): from_json(a) for r, i, a in conn.execute(query)}
 
 
 def _summary(

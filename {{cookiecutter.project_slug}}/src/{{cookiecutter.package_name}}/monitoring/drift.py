@@ -13,14 +13,12 @@ import pandas as pd
 from evidently import DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
 from evidently.presets import DataDriftPreset
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
-from ..errors import UserError, mask_urls
+from ..errors import UserError
+from ..prediction_log.reader import Reader
 from ..processed import read_reference
 from ..schema import Schema
-from ..store import PredictionLog
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "drift_report.html"
@@ -73,7 +71,7 @@ def monitor(settings: Settings) -> DriftSummary:
 
     raw_reference, schema = read_reference(settings.data.processed_dir)
     reference = as_schema_frame(raw_reference, schema)
-    logged = read_window(settings.serving.prediction_log_url, cfg.window, cfg.min_rows)
+    logged = read_window(settings.prediction_log.url, cfg.window, cfg.min_rows)
     current = as_schema_frame(logged, schema)
     _check_not_empty(current)
 
@@ -119,28 +117,13 @@ def as_schema_frame(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
 
 
 def read_window(url: str, window: int, min_rows: int) -> pd.DataFrame:
-    """The latest `window` rows of the prediction log; at least `min_rows` of them."""
-    hint = "start the service (`make serve`) and send it traffic (`make simulate`)"
-    if not url:
-        raise MonitoringError(
-            "serving.prediction_log_url is empty: set it in config.yaml or with "
-            "ML_SERVING__PREDICTION_LOG_URL."
-        )
-    try:
-        parsed = make_url(url)
-        # Opening a missing SQLite file would create an empty database as a side effect.
-        if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
-            raise MonitoringError(f"No prediction log at {parsed.database}: {hint}.")
-        logged = PredictionLog(url).read_latest(window)
-    except (SQLAlchemyError, ImportError) as exc:
-        reason = mask_urls(str(getattr(exc, "orig", None) or exc))
-        raise MonitoringError(
-            f"Cannot read the prediction log (serving.prediction_log_url): {reason}"
-        ) from exc
+    """The latest `window` rows of live traffic in the prediction log; at least `min_rows`."""
+    logged = Reader(url).latest(window)
     if len(logged) < min_rows:
         raise MonitoringError(
             f"Only {len(logged)} predictions logged, at least {min_rows} are needed for a drift "
-            f"report that means something (monitoring.min_rows): {hint}."
+            "report that means something (monitoring.min_rows): start the service (`make serve`) "
+            "and send it traffic (`make simulate`)."
         )
     return logged
 

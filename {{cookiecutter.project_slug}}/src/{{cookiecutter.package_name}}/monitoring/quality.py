@@ -22,15 +22,11 @@ from evidently.core.datasets import BinaryClassification, MulticlassClassificati
 from evidently.presets import ClassificationPreset, RegressionPreset
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
-from sqlalchemy.exc import SQLAlchemyError
 
 from ..bundle import METADATA_FILE, BundleError, load_bundle
 from ..config import Settings
-from ..errors import mask_urls
-from ..feedback import read_labelled
 from ..pipeline.evaluate import PRIMARY_METRIC
-from ..store import PredictionLog
-from .drift import MonitoringError
+from ..prediction_log.reader import Reader
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "quality_report.html"
@@ -73,7 +69,7 @@ def check_quality(settings: Settings) -> QualitySummary:
     cfg = settings.monitoring
     summary_path, report = cfg.reports_dir / SUMMARY_FILE, cfg.reports_dir / REPORT_FILE
     report.unlink(missing_ok=True)  # an older report must not pass for this run's
-    labelled = read_window(settings.serving.prediction_log_url, cfg.window)
+    labelled = Reader(settings.prediction_log.url).labelled(cfg.window)
     holdout = holdout_metrics(settings.bundle_dir)
     task = settings.task
     versions = {
@@ -109,21 +105,6 @@ def check_quality(settings: Settings) -> QualitySummary:
     summary_path.write_text(json.dumps(summary.to_dict(), indent=2))
     log.info("Live quality: %s%s", message, f" Report: {report}" if enough else "")
     return summary
-
-
-def read_window(url: str, window: int) -> pd.DataFrame:
-    """The latest `window` labelled predictions; none when nothing is logged yet."""
-    store = PredictionLog(url)
-    try:
-        # count() does not create a missing SQLite file, which opening the engine would.
-        if not store.count():
-            return pd.DataFrame(columns=["created_at", "model_version", "prediction", "actual"])
-        return read_labelled(store.engine, window)
-    except (SQLAlchemyError, ImportError) as exc:
-        reason = mask_urls(str(getattr(exc, "orig", None) or exc))
-        raise MonitoringError(
-            f"Cannot read the prediction log (serving.prediction_log_url): {reason}"
-        ) from exc
 
 
 def live_metrics(task: str, actual: pd.Series, predicted: pd.Series) -> dict[str, float]:

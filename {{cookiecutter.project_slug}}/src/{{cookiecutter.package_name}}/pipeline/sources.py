@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
-from ..errors import UserError, mask_url, mask_urls
+from ..errors import UserError, mask_url, reason
 
 BUILTIN = {"breast_cancer": load_breast_cancer, "diabetes": load_diabetes}
 SNIFF_BYTES = 64 * 1024
@@ -76,5 +76,4 @@ def _read_sql(url: str, query: str | None) -> pd.DataFrame:
         with sa.create_engine(url).connect() as connection:
             return pd.read_sql(sa.text(query), connection)
     except sa.exc.SQLAlchemyError as exc:
-        reason = mask_urls(str(getattr(exc, "orig", None) or exc).splitlines()[0])
-        raise DataError(f"Cannot read data.query from {safe_url}: {reason}") from exc
+        raise DataError(f"Cannot read data.query from {safe_url}: {reason(exc)}") from exc

@@ -30,8 +30,8 @@ from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
 from ..config import Settings, get_settings
-from ..errors import UserError, mask_urls
-from ..feedback import Label, record
+from ..errors import UserError, reason
+from ..prediction_log.feedback import Label, record
 from ..runtimes import NotScorableError
 from .body import read_instances
 from .guards import (
@@ -143,9 +143,9 @@ PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 
 
 async def get_logging_predictor(service: ServiceDep, predictor: PredictorDep) -> Predictor:
-    """With serving.prediction_log_mode fail_closed, no answer while the log's database does
-    not take rows (fail_open, the default, answers and keeps the rows in the spool)."""
-    closed = service.settings.serving.prediction_log_mode == "fail_closed"
+    """With prediction_log.mode fail_closed, no answer while the log's rows do not reach its
+    database (fail_open, the default, answers and keeps the rows in the spool)."""
+    closed = service.settings.prediction_log.mode == "fail_closed"
     if closed and predictor.prediction_log.degraded:
         raise HTTPException(
             503,
@@ -177,7 +177,7 @@ async def health() -> HealthResponse:
 @router.get("/ready", response_model=ReadyResponse, responses=NOT_READY)
 async def ready(predictor: LoggingPredictorDep) -> ReadyResponse:
     """Readiness: the model is loaded; `prediction_log` is "degraded" while its database does
-    not take rows (they wait in the spool; 503 instead with prediction_log_mode fail_closed)."""
+    not take rows (they wait in the spool; 503 instead with prediction_log.mode fail_closed)."""
     return ReadyResponse(
         status="ready",
         model_version=predictor.bundle.version,
@@ -259,7 +259,7 @@ async def feedback(
             record, predictor.prediction_log.engine, labels, predictor.bundle.schema
         )
     except SQLAlchemyError as exc:
-        log.error("Feedback not stored: %s", mask_urls(str(getattr(exc, "orig", None) or exc)))
+        log.error("Feedback not stored: %s", reason(exc))
         raise HTTPException(
             503, detail="The prediction log's database is not available: send again later."
         ) from None

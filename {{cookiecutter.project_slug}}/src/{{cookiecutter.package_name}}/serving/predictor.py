@@ -15,8 +15,9 @@ from pydantic import BaseModel
 
 from ..bundle import Bundle, BundleError, load_bundle
 from ..config import Settings
+from ..prediction_log.tables import LIVE, SHADOW
+from ..prediction_log.writer import PredictionLog, PredictionRecord
 from ..runtimes import Runtime, load_runtime
-from ..store import PredictionLog, PredictionRecord
 from .prometheus import observe_log, observe_predictions
 from .rollout import CHAMPION, Model, Rollout
 from .schemas import PredictResponse, request_model
@@ -56,9 +57,8 @@ class Predictor:
         runtime = load_runtime(settings.serving.runtime, bundle)
         rollout = Rollout.load(settings, bundle)
         if prediction_log is None:
-            prediction_log = PredictionLog(
-                serving.prediction_log_url, serving.prediction_log_spool, observe_log
-            )
+            config = settings.prediction_log
+            prediction_log = PredictionLog(config.url, config.spool, observe_log)
             prediction_log.start()
         batch = settings.serving.max_batch_size
         log.info(
@@ -81,24 +81,31 @@ class Predictor:
     def champion(self) -> Model:
         return Model(CHAMPION, self.bundle, self.runtime)
 
-    def predict(self, instances: list[dict[str, Any]], key: str | None = None) -> PredictResponse:
+    def predict(
+        self, instances: list[dict[str, Any]], key: str | None = None, traffic: str = LIVE
+    ) -> PredictResponse:
         """Score validated rows with the model the rollout picks for `key` (the request id when
-        None), queue them for the prediction log, count them in the metrics; with a shadow
-        rollout, leave the challenger's scoring of the same rows for after the answer."""
+        None), log them as `traffic`, count them in the metrics; with a shadow rollout, leave
+        the challenger's scoring of the same rows for after the answer."""
         request_id = uuid.uuid4().hex
         created_at = datetime.now(UTC)
         model = self.rollout.answering(key or request_id) or self.champion
+
+        def log_rows(model: Model, answers: list[Any], traffic: str) -> None:
+            self.prediction_log.log(
+                [
+                    PredictionRecord(
+                        request_id, i, model.version, row, answer, created_at, model.role, traffic
+                    )
+                    for i, (row, answer) in enumerate(zip(instances, answers, strict=True))
+                ]
+            )
+
         predictions, probabilities = model.runtime.score(instances)
-        self._log(model, request_id, instances, predictions, created_at)
+        log_rows(model, predictions, traffic)
         observe_predictions(model.version, predictions, self.bundle.schema.task)
         self.rollout.shadow(
-            lambda challenger: self._log(
-                challenger,
-                request_id,
-                instances,
-                challenger.runtime.score(instances)[0],
-                created_at,
-            )
+            lambda other: log_rows(other, other.runtime.score(instances)[0], SHADOW)
         )
         # Built from plain Python values just above: nothing to validate again.
         return PredictResponse.model_construct(
@@ -112,20 +119,3 @@ class Predictor:
         """Let the shadow scoring finish, then write everything queued to the log."""
         self.rollout.close()
         self.prediction_log.close()
-
-    def _log(
-        self,
-        model: Model,
-        request_id: str,
-        instances: list[dict[str, Any]],
-        predictions: list[Any],
-        created_at: datetime,
-    ) -> None:
-        self.prediction_log.log(
-            [
-                PredictionRecord(
-                    request_id, index, model.version, row, prediction, created_at, model.role
-                )
-                for index, (row, prediction) in enumerate(zip(instances, predictions, strict=True))
-            ]
-        )

@@ -53,23 +53,21 @@ PREDICTED_VALUES = Histogram(
 
 LOG_ROWS = Counter(
     "prediction_log_rows_total",
-    "Prediction log rows: written to the database, spooled while it fails, replayed from the "
-    "spool, dropped (neither took them).",
+    "Prediction log rows: spooled, held in memory (the spool refused them), written to the "
+    "database, dropped (neither took them), quarantined (the database refuses them for good).",
     ["outcome"],
 )
-LOG_QUEUE = Gauge(
-    "prediction_log_queue_rows",
-    "Rows answered and not yet written, spooled or dropped.",
-    multiprocess_mode="livesum",
+LOG_WAITING = Gauge(
+    "prediction_log_spool_rows",
+    "Rows answered and waiting in the spool for the database.",
+    multiprocess_mode="livemax",
 )
 
 
 def observe_log(outcome: str, rows: int) -> None:
-    """What the prediction log did with `rows` rows (store.PredictionLog's `observe`)."""
-    if outcome == "queued":
-        LOG_QUEUE.inc(rows)
-    elif outcome == "dequeued":
-        LOG_QUEUE.dec(rows)
+    """What the prediction log did with `rows` rows (the `observe` of its writer)."""
+    if outcome == "waiting":
+        LOG_WAITING.set(rows)
     else:
         LOG_ROWS.labels(outcome).inc(rows)
 

@@ -33,7 +33,7 @@ from ..logging_config import UVICORN_LOG_CONFIG
 
 log = logging.getLogger(__name__)
 APP_FACTORY = f"{__package__}.app:create_app"
-# Then open requests are cancelled, and the prediction log gets store.CLOSE_SECONDS to write
+# Then open requests are cancelled, and the prediction log gets writer.CLOSE_SECONDS to write
 # what is queued: the whole stop fits in 25 s, below Kubernetes' default grace of 30 s.
 GRACEFUL_SHUTDOWN_SECONDS = 15
 # An idle connection is closed after this; the time a request may take is serving.request_timeout

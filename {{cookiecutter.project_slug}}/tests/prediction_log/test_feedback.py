@@ -15,10 +15,10 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.feedback import check_actual, read_labelled
+from {{ cookiecutter.package_name }}.prediction_log.feedback import check_actual
+from {{ cookiecutter.package_name }}.prediction_log.reader import Reader
 from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.serving.app import create_app
-from {{ cookiecutter.package_name }}.store import PredictionLog
 
 
 @pytest.fixture
@@ -31,10 +31,10 @@ def predict(client: TestClient, settings: Settings, frame: pd.DataFrame, rows: i
     """POST `rows` rows; return the request id once the rows are in the log."""
     instances = json.loads(frame.drop(columns="target").head(rows).to_json(orient="records"))
     answer = client.post("/predict", json={"instances": instances}).json()
-    store = PredictionLog(settings.serving.prediction_log_url)
+    engine = create_engine(settings.prediction_log.url)
     deadline = time.monotonic() + 10  # the log is written off the request path
     while time.monotonic() < deadline:
-        with store.engine.connect() as conn:
+        with engine.connect() as conn:
             query = text("SELECT count(*) FROM predictions WHERE request_id = :r")
             if conn.execute(query, {"r": answer["request_id"]}).scalar_one() == rows:
                 return str(answer["request_id"])
@@ -48,7 +48,7 @@ def truth(schema: Schema, i: int) -> Any:
 
 
 def stored(settings: Settings) -> list[tuple[str, int, Any]]:
-    engine = create_engine(settings.serving.prediction_log_url)
+    engine = create_engine(settings.prediction_log.url)
     with engine.connect() as conn:
         query = text("SELECT request_id, row_index, actual FROM feedback ORDER BY id")
         return [(r, i, json.loads(a)) for r, i, a in conn.execute(query)]
@@ -162,7 +162,7 @@ def test_a_database_error_is_a_503_not_a_500(
     client: TestClient, settings: Settings, frame: pd.DataFrame, schema: Schema
 ) -> None:
     request_id = predict(client, settings, frame, 1)
-    engine = create_engine(settings.serving.prediction_log_url)
+    engine = create_engine(settings.prediction_log.url)
     with engine.begin() as conn:  # the log's table gone: every query on it fails
         conn.execute(text("ALTER TABLE predictions RENAME TO predictions_moved"))
 
@@ -217,7 +217,7 @@ def test_labelled_rows_join_predictions_and_feedback(
     items = [{"request_id": request_id, "index": i, "actual": truth(schema, i)} for i in (0, 2)]
     client.post("/feedback", json={"items": items})
 
-    labelled = read_labelled(PredictionLog(settings.serving.prediction_log_url).engine, 10)
+    labelled = Reader(settings.prediction_log.url).labelled(10)
 
     assert labelled["actual"].tolist() == [truth(schema, 0), truth(schema, 2)]
     assert (labelled["model_version"] == "1").all()
