@@ -118,9 +118,9 @@ def test_the_model_runs_off_the_event_loop(
     threads = []
     real_predict = Predictor.predict
 
-    def spy(self: Predictor, instances: list[dict[str, Any]], key: str | None = None) -> Any:
+    def spy(self: Predictor, instances: list[dict[str, Any]], *args: Any) -> Any:
         threads.append(threading.current_thread())
-        return real_predict(self, instances, key)
+        return real_predict(self, instances, *args)
 
     monkeypatch.setattr(Predictor, "predict", spy)
     client.post("/predict", json={"instances": [row]})

@@ -18,7 +18,8 @@ from starlette.routing import Route
 
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.schema import Schema
-from {{ cookiecutter.package_name }}.serving.app import create_app, router
+from {{ cookiecutter.package_name }}.serving.app import create_app
+from {{ cookiecutter.package_name }}.serving.routes import router
 
 KEY = "k3y-for-tests"
 

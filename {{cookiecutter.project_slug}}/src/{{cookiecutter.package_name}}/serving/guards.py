@@ -1,12 +1,11 @@
-"""What stands between the network and the routes: write checks, load limits, HEAD.
+"""What stands between the network and the routes, cheapest check first.
 
-- `WRITE_GUARDS`, on /predict and every route that changes something: the API key when
-  serving.api_key is set (401), and a JSON body only (415), so a web page cannot post rows with
-  a plain cross-site form.
-- `Limits`: at most serving.max_concurrency requests in flight per worker, the rest answered 503
-  with Retry-After at once (not queued without bound; /health and /metrics are never refused,
-  so a busy worker is not restarted as dead), and each request answered within
-  serving.request_timeout seconds (408 for a client still sending, else 503).
+- `Guard`, before FastAPI reads anything of a request: with serving.api_key set, a POST without
+  `Authorization: Bearer <key>` is answered 401 at once; then at most serving.max_concurrency
+  requests are in flight per worker, the rest answered 503 with Retry-After (not queued without
+  bound; /health and /metrics are never refused, so a busy worker is not restarted as dead);
+  then each request is answered within serving.request_timeout seconds (408 for a client still
+  sending its body, else 503). A client without the key never holds a slot or sends a body.
 - `HeadAsGet`: HEAD on any GET route answers its headers, as HTTP says (FastAPI adds no HEAD).
 - `short_validation_errors`: a 422 echoes at most a short prefix of a bad value, never the body.
 """
@@ -17,13 +16,13 @@ import asyncio
 import hmac
 import json
 import logging
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -33,53 +32,26 @@ UNLIMITED = ("/health", "/metrics")  # liveness and monitoring must answer under
 ECHO_CHARS = 40  # of a bad value, in a 422
 
 
-# Declared as a security scheme: /docs gets an "Authorize" button for the key.
-bearer = HTTPBearer(auto_error=False, description="serving.api_key, when it is set.")
+class Guard:
+    """Pure ASGI middleware: the API key, the requests in flight, the time each may take."""
 
-
-async def require_api_key(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """With serving.api_key set, `Authorization: Bearer <key>` or 401."""
-    key = request.app.state.service.settings.serving.api_key
-    if key is None:
-        return
-    given = credentials.credentials.encode() if credentials else b""
-    # compare_digest takes as long whatever matches: the answer time tells nothing of the key.
-    if not hmac.compare_digest(given, key.get_secret_value().encode()):
-        raise HTTPException(
-            401,
-            detail="Send the API key as `Authorization: Bearer <key>` (serving.api_key).",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
-async def require_json(request: Request) -> None:
-    """A body sent as JSON, or 415."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != JSON:
-        raise HTTPException(415, detail=f"Send the body as JSON: Content-Type: {JSON}.")
-
-
-WRITE_GUARDS = [Depends(require_api_key), Depends(require_json)]
-
-
-class Limits:
-    """Pure ASGI middleware: bound the requests in flight and the time each may take."""
-
-    def __init__(self, app: ASGIApp, max_concurrency: int, timeout: float) -> None:
-        self.app = app
-        self.max_concurrency = max_concurrency
-        self.timeout = timeout
+    def __init__(
+        self, app: ASGIApp, api_key: str | None, max_concurrency: int, timeout: float
+    ) -> None:
+        self.app, self.timeout, self.max_concurrency = app, timeout, max_concurrency
+        self.api_key = api_key.encode() if api_key else None
         self.in_flight = 0  # one event loop per worker: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNLIMITED:
             await self.app(scope, receive, send)
             return
+        if self.api_key and scope["method"] == "POST" and not self._authorized(scope):
+            detail = "Send the API key as `Authorization: Bearer <key>` (serving.api_key)."
+            await _answer(send, 401, detail, [(b"www-authenticate", b"Bearer")])
+            return
         if self.in_flight >= self.max_concurrency:
-            await _answer(send, 503, "The service is busy: retry in a second.", retry=True)
+            await _answer(send, 503, "The service is busy: retry in a second.", RETRY)
             return
         self.in_flight += 1
         started = body_read = False
@@ -102,11 +74,16 @@ class Limits:
             log.warning("%s %s took over %s s", scope["method"], scope["path"], self.timeout)
             if not started:
                 status, waited = (503, "answer") if body_read else (408, "request body")
-                await _answer(
-                    send, status, f"No {waited} within {self.timeout:g} s.", retry=status == 503
-                )
+                retry = RETRY if status == 503 else []
+                await _answer(send, status, f"No {waited} within {self.timeout:g} s.", retry)
         finally:
             self.in_flight -= 1
+
+    def _authorized(self, scope: Scope) -> bool:
+        scheme, _, given = Headers(scope=scope).get("authorization", "").partition(" ")
+        # compare_digest takes as long whatever matches: the answer time tells nothing of the key.
+        same = hmac.compare_digest(given.strip().encode(), self.api_key or b"")
+        return scheme.lower() == "bearer" and same
 
 
 class HeadAsGet:
@@ -147,11 +124,16 @@ def _short(error: dict[str, Any]) -> dict[str, Any]:
     return error
 
 
-async def _answer(send: Send, status: int, detail: str, *, retry: bool) -> None:
+RETRY = [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
+
+
+async def _answer(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
     """A JSON answer, `{"detail": ...}` like FastAPI's own errors."""
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
-    if retry:
-        headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
+    headers = [
+        (b"content-type", JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -1,6 +1,8 @@
 """Scoring with the exported bundle: load it once, then turn validated rows into answers.
 
-No web framework here: the app (app.py) hands this module plain rows and gets plain values back.
+No web framework here: the routes hand this module plain rows and get plain values back.
+`Service` is what the app holds: the predictor once it is loaded (else why it is not), swapped
+for a new one on reload.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from anyio import to_thread
 from pydantic import BaseModel
 
 from ..bundle import Bundle, BundleError, load_bundle
 from ..config import Settings
+from ..errors import UserError
 from ..prediction_log.tables import LIVE, SHADOW
 from ..prediction_log.writer import PredictionLog, PredictionRecord
 from ..runtimes import Runtime, load_runtime
@@ -23,21 +27,17 @@ from .rollout import CHAMPION, Model, Rollout
 from .schemas import PredictResponse, request_model
 
 log = logging.getLogger(__name__)
-# Request body limit: max_batch_size rows x features x BYTES_PER_VALUE, plus some slack.
-BYTES_PER_VALUE = 256
-BODY_SLACK_BYTES = 65_536
 
 
 @dataclass(frozen=True)
 class Predictor:
     """The champion's verified bundle and the runtime that scores with it, the challenger if
-    serving.rollout brings one in; what /predict needs."""
+    serving.rollout brings one in, and the prediction log."""
 
     bundle: Bundle
     runtime: Runtime
     request_model: type[BaseModel]
     prediction_log: PredictionLog
-    max_body_bytes: int
     rollout: Rollout
 
     @classmethod
@@ -54,13 +54,12 @@ class Predictor:
                 f"{settings.bundle_dir}/ holds a {bundle.schema.task} model but config.yaml says "
                 f"task: {settings.task}. Run `make train` to export a matching model."
             )
-        runtime = load_runtime(settings.serving.runtime, bundle)
+        runtime = load_runtime(serving.runtime, bundle)
         rollout = Rollout.load(settings, bundle)
         if prediction_log is None:
             config = settings.prediction_log
             prediction_log = PredictionLog(config.url, config.spool, observe_log)
             prediction_log.start()
-        batch = settings.serving.max_batch_size
         log.info(
             "Serving model %s version %s from %s/ with %s",
             bundle.metadata.get("name"),
@@ -68,14 +67,8 @@ class Predictor:
             settings.bundle_dir,
             type(runtime).__name__,
         )
-        return cls(
-            bundle=bundle,
-            runtime=runtime,
-            request_model=request_model(bundle.schema, batch),
-            prediction_log=prediction_log,
-            max_body_bytes=batch * len(bundle.schema.features) * BYTES_PER_VALUE + BODY_SLACK_BYTES,
-            rollout=rollout,
-        )
+        model = request_model(bundle.schema, serving.max_batch_size)
+        return cls(bundle, runtime, model, prediction_log, rollout)
 
     @property
     def champion(self) -> Model:
@@ -116,6 +109,41 @@ class Predictor:
         )
 
     def close(self) -> None:
-        """Let the shadow scoring finish, then write everything queued to the log."""
+        """Let the shadow scoring finish, then write everything waiting to the log."""
         self.rollout.close()
         self.prediction_log.close()
+
+
+@dataclass
+class Service:
+    """What the app holds: the predictor once loaded, else the reason it is not."""
+
+    settings: Settings
+    predictor: Predictor | None = None
+    problem: str = "The service is starting."
+
+    def start(self) -> None:
+        try:
+            self.predictor = Predictor.load(self.settings)
+        except UserError as exc:
+            self.problem = f"Not ready: {exc.public}; the server log says why."
+            log.error("Not ready: %s", exc)
+
+    async def reload(self) -> None:
+        """Load models/ again beside the served model, then swap: requests under way finish
+        with the old one, the next get the new one. A bundle that fails keeps the old one."""
+        old = self.predictor
+        prediction_log = None if old is None else old.prediction_log
+        try:
+            self.predictor = await to_thread.run_sync(Predictor.load, self.settings, prediction_log)
+        except UserError as exc:
+            log.error("Reload failed, the served model stays: %s", exc)
+            return
+        if old is not None:
+            new = self.predictor.bundle.version
+            log.info("Reloaded: version %s replaces %s.", new, old.bundle.version)
+            await to_thread.run_sync(old.rollout.close)
+
+    def stop(self) -> None:
+        if self.predictor is not None:
+            self.predictor.close()

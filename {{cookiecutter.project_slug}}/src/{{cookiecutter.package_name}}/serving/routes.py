@@ -1,0 +1,151 @@
+"""The routes of the service: what each answers, and with which status when it cannot."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import reason
+from ..prediction_log.feedback import record
+from ..runtimes import NotScorableError
+from .deps import (
+    WRITE,
+    InstancesDep,
+    LabelsDep,
+    LoggingPredictorDep,
+    PredictorDep,
+    RequestKey,
+    Traffic,
+)
+from .prometheus import render
+from .schemas import (
+    FeedbackResponse,
+    HealthResponse,
+    MetadataResponse,
+    PredictResponse,
+    ReadyResponse,
+)
+
+log = logging.getLogger(__name__)
+# Small batches are scored on the event loop (well under a millisecond with onnxruntime): a
+# thread hop per request costs more than that. Bigger ones go to a thread so the loop stays free.
+INLINE_ROWS = 64
+# Threads for those batches and for database calls, as concurrent.futures would size its pool:
+# more than that only costs memory (each thread keeps its own), not speed.
+THREADS = min(32, (os.cpu_count() or 1) + 4)
+# Swagger UI's own files, installed with the serve extra: /docs works with no internet access.
+DOCS_ASSETS = "/docs-assets"
+
+router = APIRouter()
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Not ready (the server log says why), or busy: retry after a second."}
+}
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "serving.api_key is set: send `Authorization: Bearer <key>`."},
+    413: {"description": "Too many rows (serving.max_batch_size) or too many bytes."},
+    415: {"description": "The body is not sent as `Content-Type: application/json`."},
+    422: {"description": "Not JSON, or a missing, unknown, null or mistyped field: `loc`."},
+    **NOT_READY,
+}
+
+
+@router.get("/health", response_model=HealthResponse)
+async def health() -> HealthResponse:
+    """Liveness: the process answers."""
+    return HealthResponse(status="ok")
+
+
+@router.get("/ready", response_model=ReadyResponse, responses=NOT_READY)
+async def ready(predictor: LoggingPredictorDep) -> ReadyResponse:
+    """Readiness: the model is loaded; `prediction_log` is "degraded" while rows do not reach
+    its database (they wait in the spool; 503 instead with prediction_log.mode fail_closed)."""
+    return ReadyResponse(
+        status="ready",
+        model_version=predictor.bundle.version,
+        prediction_log="degraded" if predictor.prediction_log.degraded else "ok",
+    )
+
+
+@router.get("/metadata", response_model=MetadataResponse, responses=NOT_READY)
+async def metadata(predictor: PredictorDep) -> MetadataResponse:
+    """The served model: name, version, holdout metrics and feature schema."""
+    meta = predictor.bundle.metadata
+    challenger = predictor.rollout.challenger
+    return MetadataResponse(
+        name=str(meta.get("name", "")),
+        version=predictor.bundle.version,
+        run_id=meta.get("run_id"),
+        task=predictor.bundle.schema.task,
+        model_family=meta.get("model_family"),
+        created_at=meta.get("created_at"),
+        metrics=meta.get("metrics", {}),
+        feature_schema=predictor.bundle.schema.to_dict(),
+        rollout=predictor.rollout.mode,
+        challenger_version=None if challenger is None else challenger.version,
+    )
+
+
+@router.post("/predict", response_model=PredictResponse, dependencies=WRITE, responses=WRITE_ERRORS)
+async def predict(
+    predictor: LoggingPredictorDep,
+    instances: InstancesDep,
+    key: RequestKey = None,
+    traffic: Traffic = "live",
+) -> Response:
+    """Score `instances` (see the example); every row is added to the prediction log."""
+    try:
+        if len(instances) <= INLINE_ROWS:
+            answer = predictor.predict(instances, key, traffic)
+        else:
+            answer = await run_in_threadpool(predictor.predict, instances, key, traffic)
+    except NotScorableError as exc:
+        raise HTTPException(
+            422, detail=f"The model cannot score these values ({exc}): check for extreme numbers."
+        ) from None
+    # Serialized here, not by FastAPI: this hot path needs no second validation of plain
+    # values (response_model still documents the answer).
+    return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+@router.post(
+    "/feedback", response_model=FeedbackResponse, dependencies=WRITE, responses=WRITE_ERRORS
+)
+async def feedback(predictor: PredictorDep, labels: LabelsDep) -> FeedbackResponse:
+    """The true values of logged predictions, for live quality in `make monitor`. Sending the
+    same item again changes nothing; each item that is not stored is listed with why."""
+    engine, schema = predictor.prediction_log.engine, predictor.bundle.schema
+    try:
+        result = await run_in_threadpool(record, engine, labels, schema)
+    except SQLAlchemyError as exc:
+        log.error("Feedback not stored: %s", reason(exc))
+        raise HTTPException(
+            503, detail="The prediction log's database is not available: send again later."
+        ) from None
+    return FeedbackResponse.model_validate(result, from_attributes=True)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    """Prometheus metrics."""
+    content, media_type = render()
+    return Response(content, media_type=media_type)
+
+
+@router.get("/docs", include_in_schema=False)
+async def docs(request: Request) -> HTMLResponse:
+    """Swagger UI: try /predict from the browser, with the real features."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - API docs",
+        swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon-32x32.png",
+    )
