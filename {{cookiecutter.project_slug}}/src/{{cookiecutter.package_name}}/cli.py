@@ -92,7 +92,7 @@ def rollback() -> None:
 @stage
 def mlflow_ui(port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000) -> None:
     """Open the MLflow UI on the tracking store."""
-    from .pipeline.registry import mlflow_ui as run_ui
+    from .pipeline.lifecycle import mlflow_ui as run_ui
 
     run_ui(get_settings(), port=port)
 

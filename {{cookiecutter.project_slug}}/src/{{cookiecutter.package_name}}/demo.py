@@ -126,8 +126,8 @@ def drifted_challenger(settings: Settings) -> str | None:
     from .monitoring.simulate import shift
     from .pipeline.evaluate import evaluate
     from .pipeline.features import build_pipeline
-    from .pipeline.registry import Candidate, log_run, promote, start_tracking
-    from .pipeline.train import challenge
+    from .pipeline.registry import Candidate, Training, log_run, start_tracking
+    from .pipeline.train import export, gate
     from .processed import read_split
 
     split, schema = read_split(settings.data.processed_dir)
@@ -138,11 +138,12 @@ def drifted_challenger(settings: Settings) -> str | None:
     candidate = Candidate("drifted", model, {}, float("nan"), "none", len(drifted), test)
     start_tracking(settings)
     log_run(settings, candidate, split, schema, selected=True)
-    promotion = promote(settings, candidate, split, schema)
+    training = Training(split, schema, [candidate], candidate, trivial={})
+    promotion = gate(settings, training)
+    export(settings, training, promotion)
     if promotion.promoted:
         log.warning("The model trained on drifted rows beat the champion: no challenger to try.")
         return None
-    challenge(settings, promotion, candidate, split, schema)
     return promotion.version
 
 

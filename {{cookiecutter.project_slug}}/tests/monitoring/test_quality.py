@@ -11,7 +11,7 @@ from sklearn import metrics as skm
 from conftest import TASK, Traffic
 from {{ cookiecutter.package_name }}.bundle import METADATA_FILE
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.monitoring.quality import check_quality, live_metrics
+from {{ cookiecutter.package_name }}.monitoring.quality import check_quality
 
 PRIMARY = "f1_macro" if TASK == "classification" else "rmse"
 
@@ -84,11 +84,3 @@ def test_no_prediction_log_yet_is_not_enough_labels(settings: Settings) -> None:
 
     assert summary.status == "not_enough_labels"
     assert not Path(settings.prediction_log.url.removeprefix("sqlite:///")).exists()
-
-
-def test_class_labels_compare_as_text() -> None:
-    import pandas as pd
-
-    live = live_metrics("classification", pd.Series([1, 0, 1]), pd.Series(["1", "0", "0"]))
-
-    assert live["accuracy"] == pytest.approx(2 / 3)

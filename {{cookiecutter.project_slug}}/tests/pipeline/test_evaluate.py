@@ -1,16 +1,9 @@
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package_name }}.pipeline.evaluate import compute_metrics, is_better, plot, primary_metric
+from {{ cookiecutter.package_name }}.pipeline.evaluate import compute_metrics, plot
 from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.schema import Schema
-
-
-def test_primary_metric_direction() -> None:
-    assert primary_metric("classification") == "f1_macro"
-    assert is_better("classification", 0.9, 0.8) and not is_better("classification", 0.8, 0.8)
-    assert is_better("regression", 1.0, 2.0) and not is_better("regression", 2.0, 1.0)
-    assert not is_better("regression", 1.0, 1.0 + 1e-15)  # parallel float sums are not a win
 
 
 @pytest.mark.parametrize("classes", [["no", "yes"], ["a", "b", "c"]])

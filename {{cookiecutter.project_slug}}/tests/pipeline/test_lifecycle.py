@@ -15,9 +15,8 @@ from {{ cookiecutter.package_name }}.pipeline.data import prepare
 from {{ cookiecutter.package_name }}.pipeline.evaluate import evaluate
 from {{ cookiecutter.package_name }}.pipeline.features import build_pipeline
 from {{ cookiecutter.package_name }}.pipeline.lifecycle import LifecycleError, promote, rollback
-from {{ cookiecutter.package_name }}.pipeline.registry import Candidate, log_run
-from {{ cookiecutter.package_name }}.pipeline.registry import promote as register
-from {{ cookiecutter.package_name }}.pipeline.train import challenge, train
+from {{ cookiecutter.package_name }}.pipeline.registry import Candidate, Training, log_run
+from {{ cookiecutter.package_name }}.pipeline.train import export, gate, train
 from {{ cookiecutter.package_name }}.processed import read_split
 
 
@@ -40,8 +39,8 @@ def challenged(settings: Settings) -> Settings:
     evaluation = evaluate(schema.task, model, X, y)
     worse = Candidate("dummy", model, {}, 0.0, "f1_macro", len(split.train), evaluation)
     log_run(settings, worse, split, schema, selected=True)
-    promotion = register(settings, worse, split, schema)
-    challenge(settings, promotion, worse, split, schema)
+    training = Training(split, schema, [worse], worse, trivial={})
+    export(settings, training, gate(settings, training))
     return settings
 
 

@@ -7,7 +7,7 @@ from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
 from {{ cookiecutter.package_name }}.pipeline.evaluate import evaluate
 from {{ cookiecutter.package_name }}.pipeline.features import build_preprocessor
-from {{ cookiecutter.package_name }}.pipeline.registry import Candidate, log_run, promote
+from {{ cookiecutter.package_name }}.pipeline.registry import Candidate, log_run, register
 from {{ cookiecutter.package_name }}.pipeline.train import train
 from {{ cookiecutter.package_name }}.processed import read_split
 
@@ -25,7 +25,7 @@ def test_a_worse_model_does_not_take_the_champion_alias(settings: Settings) -> N
     worse = Candidate("dummy", model, {}, 0.0, "f1_macro", len(split.train), evaluation)
     log_run(settings, worse, split, schema, selected=True)
 
-    promotion = promote(settings, worse, split, schema)
+    promotion = register(settings, worse, split, schema)
 
     champion = MlflowClient().get_model_version_by_alias(settings.model.registered_name, "champion")
     assert not promotion.promoted

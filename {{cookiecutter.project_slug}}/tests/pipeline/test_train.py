@@ -9,10 +9,11 @@ from sklearn.pipeline import Pipeline
 
 from {{ cookiecutter.package_name }}.bundle import load_bundle
 from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.metrics import PRIMARY, primary_metric
 from {{ cookiecutter.package_name }}.pipeline import registry
 from {{ cookiecutter.package_name }}.pipeline import train as train_module
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
-from {{ cookiecutter.package_name }}.pipeline.evaluate import PRIMARY_METRIC, Evaluation, primary_metric
+from {{ cookiecutter.package_name }}.pipeline.evaluate import Evaluation
 from {{ cookiecutter.package_name }}.pipeline.registry import Candidate
 from {{ cookiecutter.package_name }}.pipeline.train import (
     cross_validation,
@@ -85,7 +86,7 @@ def test_train_selects_by_cross_validation_even_when_the_test_rows_disagree(
     params = {name: values[0] for name, values in space.items()}
     monkeypatch.setattr(train_module.CrossValidation, "score", lambda self, pipeline: 0.5)
     monkeypatch.setattr(train_module, "tune", lambda settings, schema, cv: (params, 0.9))
-    metric, higher_is_better = PRIMARY_METRIC[settings.task]
+    metric, higher_is_better = PRIMARY[settings.task]
     # fit_candidates evaluates the baseline first, then the tuned model.
     test_scores = iter([1.0, 0.0] if higher_is_better else [0.0, 1e6])
     real_evaluate = train_module.evaluate
@@ -97,10 +98,10 @@ def test_train_selects_by_cross_validation_even_when_the_test_rows_disagree(
 
     monkeypatch.setattr(train_module, "evaluate", rigged)
 
-    result = train(settings)
+    training = train_module.fit(settings)
 
-    assert result.best.name == "tuned"
-    assert result.best.params == params
+    assert training.best.name == "tuned"
+    assert training.best.params == params
     assert runs_by_name(settings)["tuned"].data.tags["selected"] == "true"
 
 
@@ -120,18 +121,18 @@ def test_a_losing_retrain_leaves_models_byte_identical_and_becomes_the_challenge
         return real(task, model, X, y)
 
     monkeypatch.setattr(registry, "compute_metrics", counting)
-    result = train(trained)
+    promotion = train(trained)
 
-    assert not result.promotion.promoted
-    assert "does not beat the champion" in result.promotion.reason
+    assert not promotion.promoted
+    assert "does not beat the champion" in promotion.reason
     split, _ = read_split(trained.data.processed_dir)
     assert calls == [len(split.test)]  # the champion, scored once; the candidates were already
     assert bundle_files(trained.bundle_dir) == before
-    assert load_bundle(trained.challenger_dir).version == result.promotion.version
+    assert load_bundle(trained.challenger_dir).version == promotion.version
     challenger = MlflowClient().get_model_version_by_alias(
         trained.model.registered_name, "challenger"
     )
-    assert str(challenger.version) == result.promotion.version
+    assert str(challenger.version) == promotion.version
 
 
 def test_models_is_restored_from_the_champions_run_not_from_todays_data(
@@ -141,9 +142,9 @@ def test_models_is_restored_from_the_champions_run_not_from_todays_data(
     for path in trained.bundle_dir.glob("*.*"):
         path.unlink()
 
-    result = train(trained)
+    promotion = train(trained)
 
-    assert not result.promotion.promoted
+    assert not promotion.promoted
     restored = load_bundle(trained.bundle_dir)
     assert restored.version == champion.version
     assert restored.metadata["created_at"] == champion.metadata["created_at"]
@@ -163,10 +164,10 @@ def test_a_model_trained_on_changed_data_does_not_replace_the_champion_on_few_fa
     )
     prepare(changed)
 
-    result = train(changed)
+    promotion = train(changed)
 
-    assert not result.promotion.promoted
-    assert "too few" in result.promotion.reason
+    assert not promotion.promoted
+    assert "too few" in promotion.reason
     assert (trained.bundle_dir / "metadata.json").read_bytes() == before
 
 

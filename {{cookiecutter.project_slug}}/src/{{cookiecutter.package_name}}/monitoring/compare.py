@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..bundle import BundleError, load_bundle
 from ..config import Settings
 from ..errors import UserError
+from ..metrics import live_scores
 from ..prediction_log.reader import Key, Reader
 
 log = logging.getLogger(__name__)
@@ -92,14 +92,8 @@ def _summary(
     summary = RoleSummary(version, len(answers), len(pairs))
     if not pairs:
         return summary
-    if task == "classification":
-        summary.live = {"accuracy": sum(str(y) == str(p) for y, p in pairs) / len(pairs)}
-    else:
-        errors = [float(y) - float(p) for y, p in pairs]
-        summary.live = {
-            "rmse": math.sqrt(sum(e * e for e in errors) / len(errors)),
-            "mae": sum(abs(e) for e in errors) / len(errors),
-        }
+    actual, predicted = zip(*pairs, strict=True)
+    summary.live = live_scores(task, list(actual), list(predicted))
     return summary
 
 

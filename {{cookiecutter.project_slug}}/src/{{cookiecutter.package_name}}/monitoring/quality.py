@@ -20,12 +20,11 @@ import pandas as pd
 from evidently import DataDefinition, Dataset, Report
 from evidently.core.datasets import BinaryClassification, MulticlassClassification, Regression
 from evidently.presets import ClassificationPreset, RegressionPreset
-from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
 from ..bundle import METADATA_FILE, BundleError, load_bundle
 from ..config import Settings
-from ..pipeline.evaluate import PRIMARY_METRIC
+from ..metrics import drop, live_scores, primary_metric
 from ..prediction_log.reader import Reader
 
 log = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ def check_quality(settings: Settings) -> QualitySummary:
         status="ok" if enough else "not_enough_labels",
         message=message,
         task=task,
-        primary_metric=PRIMARY_METRIC[task][0],
+        primary_metric=primary_metric(task),
         labelled_rows=len(labelled),
         min_labelled_rows=cfg.min_labelled_rows,
         max_metric_drop=cfg.max_metric_drop,
@@ -107,38 +106,19 @@ def check_quality(settings: Settings) -> QualitySummary:
     return summary
 
 
-def live_metrics(task: str, actual: pd.Series, predicted: pd.Series) -> dict[str, float]:
-    """The holdout metrics of `pipeline.evaluate`, on live rows (ROC AUC needs probabilities,
-    which the log does not keep)."""
-    if task == "regression":
-        y, p = actual.astype(float), predicted.astype(float)
-        return {
-            "rmse": float(skm.root_mean_squared_error(y, p)),
-            "mae": float(skm.mean_absolute_error(y, p)),
-            "r2": float(skm.r2_score(y, p)),
-        }
-    y, p = actual.astype(str), predicted.astype(str)  # 1 and "1" are the same class
-    return {
-        "accuracy": float(skm.accuracy_score(y, p)),
-        "f1_macro": float(skm.f1_score(y, p, average="macro")),
-    }
-
-
 def version_quality(
     task: str, rows: pd.DataFrame, holdout: dict[str, float], settings: Settings
 ) -> VersionQuality:
     """Live metrics of one model version, and whether its primary metric dropped too far."""
     if len(rows) < settings.monitoring.min_labelled_rows:
         return VersionQuality(len(rows), {}, holdout, None, degraded=False)
-    live = live_metrics(task, rows["actual"], rows["prediction"])
-    name, higher_is_better = PRIMARY_METRIC[task]
+    live = live_scores(task, rows["actual"].tolist(), rows["prediction"].tolist())
+    name = primary_metric(task)
     if name not in holdout:
         return VersionQuality(len(rows), live, holdout, None, degraded=False)
-    worse = holdout[name] - live[name] if higher_is_better else live[name] - holdout[name]
-    drop = worse / (abs(holdout[name]) or 1.0)
-    return VersionQuality(
-        len(rows), live, holdout, drop, degraded=drop > settings.monitoring.max_metric_drop
-    )
+    worse = drop(task, live[name], holdout[name])
+    limit = settings.monitoring.max_metric_drop
+    return VersionQuality(len(rows), live, holdout, worse, degraded=worse > limit)
 
 
 def holdout_metrics(models_dir: Path) -> dict[str, dict[str, float]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,27 +14,15 @@ from sklearn.pipeline import Pipeline
 
 from ..bundle import load_bundle
 from ..config import Settings
+from ..metrics import scores
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
-# The metric that decides between candidates and champions, and whether higher is better.
-PRIMARY_METRIC = {"classification": ("f1_macro", True), "regression": ("rmse", False)}
 AUC_MARGIN = 0.1  # a model "clearly better" than ignoring the features: AUC 0.6 or more
 RMSE_MARGIN = 0.05
-
-
-def primary_metric(task: str) -> str:
-    return PRIMARY_METRIC[task][0]
-
-
-def is_better(task: str, new: float, old: float) -> bool:
-    """Better on the primary metric; a tie (up to float noise) keeps the current champion."""
-    if math.isclose(new, old, rel_tol=1e-9, abs_tol=1e-12):
-        return False
-    return new > old if PRIMARY_METRIC[task][1] else new < old
 
 
 @dataclass(frozen=True)
@@ -71,26 +58,12 @@ def clearly_better(task: str, metrics: dict[str, float], trivial: dict[str, floa
 
 
 def compute_metrics(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
-    predicted = model.predict(X)
+    """The model's metrics on these rows (metrics.py), ROC AUC from its probabilities."""
     if task == "regression":
-        return {
-            "rmse": float(skm.root_mean_squared_error(y, predicted)),
-            "mae": float(skm.mean_absolute_error(y, predicted)),
-            "r2": float(skm.r2_score(y, predicted)),
-        }
-    result = {
-        "accuracy": float(skm.accuracy_score(y, predicted)),
-        "f1_macro": float(skm.f1_score(y, predicted, average="macro")),
-    }
+        return scores(task, y, model.predict(X))
     proba = model.predict_proba(X)
-    classes = model.classes_
-    if len(classes) == 2:
-        result["roc_auc"] = float(skm.roc_auc_score(y == classes[1], proba[:, 1]))
-    else:
-        result["roc_auc_ovr"] = float(
-            skm.roc_auc_score(y, proba, multi_class="ovr", labels=classes)
-        )
-    return result
+    predicted = model.classes_.take(proba.argmax(axis=1))
+    return scores(task, y, predicted, proba, model.classes_)
 
 
 def plot(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, Figure]:

@@ -20,10 +20,8 @@ from mlflow.tracking import MlflowClient
 
 from ..bundle import METADATA_FILE, save_bundle
 from ..config import Settings
-from ..processed import Split
-from ..schema import Schema
 from .onnx_export import Parity, export_onnx
-from .registry import Candidate, Promotion
+from .registry import Promotion, Training
 
 log = logging.getLogger(__name__)
 RUN_FOLDER = "bundle"  # where a champion's run keeps a copy of its models/
@@ -32,29 +30,23 @@ EXPORTED = ("model.*", METADATA_FILE, "sample_request.json", "model_card.md", "*
 
 
 def export_bundle(
-    settings: Settings,
-    champion: Candidate,
-    promotion: Promotion,
-    split: Split,
-    schema: Schema,
-    *,
-    directory: Path | None = None,
+    settings: Settings, training: Training, promotion: Promotion, directory: Path
 ) -> tuple[Path, Parity | None]:
-    """Write this run's model to `directory` (models/ by default) with a sample request and its
-    plots; with serving.runtime onnx, also as ONNX checked against the pipeline on the test rows
-    (its parity figures go into metadata.json and are returned for the model card)."""
-    directory = directory or settings.bundle_dir
+    """Write the run's best model to `directory` with a sample request and its plots; with
+    serving.runtime onnx, also as ONNX checked against the pipeline on the test rows (its
+    parity figures go into metadata.json and are returned for the model card)."""
+    best, schema, test = training.best, training.schema, training.split.test
     _clear(directory)
     onnx_model, parity = None, None
     if settings.serving.runtime == "onnx":
-        onnx_model, parity = export_onnx(champion.model, schema, split.test)
+        onnx_model, parity = export_onnx(best.model, schema, test)
     save_bundle(
-        champion.model,
+        best.model,
         directory,
         name=settings.model.registered_name,
         version=promotion.version,
-        run_id=champion.run_id,
-        metrics=champion.evaluation.metrics,
+        run_id=best.run_id,
+        metrics=best.evaluation.metrics,
         schema=schema,
         onnx_model=onnx_model,
         extra={
@@ -62,9 +54,9 @@ def export_bundle(
             "onnx_parity": None if parity is None else parity.to_dict(),
         },
     )
-    sample = json.loads(split.test[schema.names].head(5).to_json(orient="records"))
+    sample = json.loads(test[schema.names].head(5).to_json(orient="records"))
     (directory / "sample_request.json").write_text(json.dumps({"instances": sample}, indent=2))
-    for file_name, figure in champion.evaluation.figures.items():
+    for file_name, figure in best.evaluation.figures.items():
         figure.savefig(directory / file_name, dpi=100, bbox_inches="tight")
     log.info("Exported %s v%s to %s/", settings.model.registered_name, promotion.version, directory)
     return directory, parity

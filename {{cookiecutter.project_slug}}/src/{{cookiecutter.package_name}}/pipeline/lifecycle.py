@@ -1,4 +1,5 @@
-"""`make promote` and `make rollback`: move `@champion` in the registry and export its bundle.
+"""`make promote`, `make rollback`: move `@champion` in the registry and export its bundle;
+`make mlflow-ui` to look at it all.
 
 The bundle is restored from the copy each model's run keeps, so models/ holds exactly what was
 exported when the model was trained. It is written before the alias moves: a failed export
@@ -8,6 +9,8 @@ leaves the registry as it was. A running service serves it after a reload (SIGHU
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -15,8 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from ..config import Settings
 from ..errors import UserError
-from .champions import CHALLENGER, CHAMPION, crown, history, step_back, version_by_alias
 from .export import remove_challenger, restore
+from .registry import CHALLENGER, CHAMPION, crown, history, step_back, version_by_alias
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +88,11 @@ def _reload_hint(settings: Settings, version: str) -> None:
         settings.bundle_dir,
         version,
     )
+
+
+def mlflow_ui(settings: Settings, port: int) -> None:
+    """Run the MLflow UI on the configured tracking store until interrupted."""
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri"]
+    command += [settings.mlflow.tracking_uri, "--port", str(port)]
+    log.info("MLflow UI on http://127.0.0.1:%d (Ctrl+C to stop)", port)
+    subprocess.run(command, check=False)

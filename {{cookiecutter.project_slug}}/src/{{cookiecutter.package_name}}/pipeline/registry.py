@@ -1,11 +1,18 @@
-"""MLflow: one run per candidate, registered as `@champion` or `@challenger` (champions.py keeps
-the aliases; models/ is export.py)."""
+"""MLflow: one run per candidate; the best is registered as `@champion` or `@challenger`.
+
+    @champion            the model models/ holds and the service answers with
+    @challenger          a newer model that did not beat the champion; models/challenger/
+    @previous-champion   the champion before this one: what `make rollback` brings back
+
+Every change of champion is appended to the registered model's tag `champion_history` (a JSON
+list of versions), so a rollback can go back more than one step and the MLflow UI shows the
+history next to the aliases. models/ is export.py; promote and rollback are lifecycle.py.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version as installed_version
@@ -24,14 +31,19 @@ from sklearn.pipeline import Pipeline
 from skops import io as sio
 
 from ..config import Settings
+from ..errors import mask_url
+from ..metrics import is_better, primary_metric
 from ..processed import Split
 from ..schema import Schema
-from .champions import CHALLENGER, CHAMPION, crown, version_by_alias
-from .evaluate import Evaluation, compute_metrics, is_better, primary_metric
+from .evaluate import Evaluation, compute_metrics
 
 log = logging.getLogger(__name__)
 TRAIN_ROWS = "train_rows.npy"  # row hashes of a run's training data
 MIN_COMPARE_ROWS = 20  # fewer unseen test rows than this: no fair comparison with the champion
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous-champion"
+HISTORY_TAG = "champion_history"
 
 
 @dataclass
@@ -47,6 +59,18 @@ class Candidate:
     evaluation: Evaluation
     run_id: str = ""
     model_uri: str = ""
+
+
+@dataclass(frozen=True)
+class Training:
+    """The candidates of one training run, the data they saw and what they are measured against:
+    what `fit` leaves for `gate` and `export` (train.py)."""
+
+    split: Split
+    schema: Schema
+    candidates: list[Candidate]
+    best: Candidate
+    trivial: dict[str, float]  # what a model that ignores the features scores on the test rows
 
 
 @dataclass(frozen=True)
@@ -73,7 +97,7 @@ def log_run(
     # Prepared as the model reads rows; numbers typed float64 so MLflow's signature accepts
     # the JSON numbers `mlflow models serve` is sent (float32 would refuse them).
     example = schema.model_input(split.train.head(5)).astype(dict.fromkeys(schema.numeric, float))
-    source = safe_source(settings.data.source)
+    source = mask_url(settings.data.source)
     with mlflow.start_run(run_name=candidate.name) as run:
         mlflow.set_tags({"selected": str(selected).lower(), "selected_by": "cross-validation"})
         mlflow.log_params(
@@ -117,7 +141,7 @@ def log_run(
     candidate.run_id, candidate.model_uri = run.info.run_id, info.model_uri
 
 
-def promote(settings: Settings, best: Candidate, split: Split, schema: Schema) -> Promotion:
+def register(settings: Settings, best: Candidate, split: Split, schema: Schema) -> Promotion:
     """Register `best`; it becomes `@champion` only if it beats the current champion on test
     rows that neither of them was trained on, else `@challenger` (to try on live traffic)."""
     client = MlflowClient()
@@ -188,23 +212,60 @@ def _trained_on(run_id: str) -> np.ndarray[Any, Any]:
     return hashes
 
 
-def mlflow_ui(settings: Settings, port: int) -> None:
-    """Run the MLflow UI on the configured tracking store until interrupted."""
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri"]
-    command += [settings.mlflow.tracking_uri, "--port", str(port)]
-    log.info("MLflow UI on http://127.0.0.1:%d (Ctrl+C to stop)", port)
-    subprocess.run(command, check=False)
-
-
-def safe_source(source: str) -> str:
-    """data.source without a database password."""
-    if "://" not in source:
-        return source
-    from sqlalchemy.engine import make_url
-
-    return make_url(source).render_as_string(hide_password=True)
-
-
 def _pip_requirements() -> list[str]:
     """Pinned from this environment, so MLflow does not spend seconds inferring them."""
     return [f"{p}=={installed_version(p)}" for p in ("scikit-learn", "skops", "pandas", "numpy")]
+
+
+def version_by_alias(client: MlflowClient, name: str, alias: str) -> Any | None:
+    """The ModelVersion behind `alias`, or None when no version has it (or no model exists)."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def history(client: MlflowClient, name: str) -> list[str]:
+    """The champion versions, oldest first (the last one serves now)."""
+    tags = client.get_registered_model(name).tags
+    versions: list[str] = json.loads(tags.get(HISTORY_TAG, "[]"))
+    return versions
+
+
+def crown(client: MlflowClient, name: str, version: str) -> None:
+    """Make `version` the champion; the one it replaces becomes @previous-champion. A new
+    champion also ends the old challenge: @challenger is removed."""
+    versions = [v for v in history(client, name) if v != version]
+    current = version_by_alias(client, name, CHAMPION)
+    if current is not None and str(current.version) not in versions:
+        versions.append(str(current.version))  # a champion from before the history was kept
+    _write(client, name, [*versions, version])
+    remove_alias(client, name, CHALLENGER)
+
+
+def step_back(client: MlflowClient, name: str) -> tuple[str, str] | None:
+    """Give @champion back to the previous champion: (the version that leaves, the one that
+    serves again), or None when there is no previous champion."""
+    versions = history(client, name)
+    if len(versions) < 2:
+        return None
+    leaving = versions.pop()
+    client.set_model_version_tag(name, leaving, "rolled_back", "true")
+    _write(client, name, versions)
+    return leaving, versions[-1]
+
+
+def remove_alias(client: MlflowClient, name: str, alias: str) -> None:
+    if version_by_alias(client, name, alias) is not None:
+        client.delete_registered_model_alias(name, alias)
+
+
+def _write(client: MlflowClient, name: str, versions: list[str]) -> None:
+    """Record the history and point @champion and @previous-champion at its last two."""
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(versions))
+    client.set_registered_model_alias(name, CHAMPION, versions[-1])
+    if len(versions) > 1:
+        client.set_registered_model_alias(name, PREVIOUS, versions[-2])
+    else:
+        remove_alias(client, name, PREVIOUS)
+    log.info("Model %s: v%s is @%s.", name, versions[-1], CHAMPION)

@@ -1,7 +1,14 @@
-"""Train stage: a baseline and a tuned candidate, chosen between by cross-validation.
+"""Train stage: fit the candidates, gate the best against the champion, export the outcome.
 
-Only the training rows decide which candidate is best (k-fold CV, the same folds for both). The
-test rows are used once per model, to report its metrics and to compare it with the champion.
+    fit      a baseline and a tuned candidate, chosen between by cross-validation on the training
+             rows only (the same folds for both); each is an MLflow run
+    gate     the best is registered; it becomes @champion only if it beats the champion on test
+             rows neither was trained on, else @challenger (registry.py)
+    export   a new champion to models/ (with its model card and the README's Results), a
+             challenger to models/challenger/, for the service to try on live traffic
+
+The test rows are used once per model, to report its metrics and to compare it with the champion.
+The orchestrator runs the three steps as tasks; `make train` runs them in a row.
 """
 
 from __future__ import annotations
@@ -30,17 +37,15 @@ from ..schema import Schema
 from .evaluate import clearly_better, evaluate, trivial_metrics
 from .export import export_bundle, remove_challenger, restore_bundle, store_with_run
 from .features import build_pipeline
-from .model_card import write_model_card
-from .registry import Candidate, Promotion, log_run, promote, safe_source, start_tracking
-from .results import main_features, results_section, write_results
+from .registry import Candidate, Promotion, Training, log_run, register, start_tracking
+from .report import results_section, write_model_card, write_results
 
 log = logging.getLogger(__name__)
 # What cross-validation maximises: the primary metric of each task, signed so higher is better.
 CV_SCORING = {"classification": "f1_macro", "regression": "neg_root_mean_squared_error"}
-# HistGradientBoosting's OpenMP threads spin while they wait for work: on small data, or on a
-# machine other processes keep busy, extra threads make training many times slower (one fit:
-# 18.8 s with every thread vs 1.0 s with one, on a busy 2-core machine). Below this many values
-# (rows x features) training uses one thread.
+# OpenMP threads spin while they wait for work: on small data, or on a busy machine, extra
+# threads make HistGradientBoosting many times slower (benchmarks/results). Below this many
+# values (rows x features) training uses one thread.
 ONE_THREAD_BELOW_VALUES = 2_000_000
 
 
@@ -58,11 +63,65 @@ class CrossValidation:
         return float(np.mean(scores))
 
 
-@dataclass(frozen=True)
-class TrainResult:
-    best: Candidate
-    candidates: list[Candidate]
-    promotion: Promotion
+def train(settings: Settings) -> Promotion:
+    """The `train` stage."""
+    training = fit(settings)
+    promotion = gate(settings, training)
+    export(settings, training, promotion)
+    return promotion
+
+
+def fit(settings: Settings) -> Training:
+    """Baseline (the family's defaults) and tuned, each scored by CV, then fit on every
+    training row, evaluated once on the test rows and logged as an MLflow run."""
+    split, schema = read_split(settings.data.processed_dir)
+    start_tracking(settings)
+    with threadpool_limits(limits=training_threads(len(split.train), len(schema.names))):
+        candidates = fit_candidates(settings, split, schema)
+    columns = [*schema.names, schema.target]
+    trivial = trivial_metrics(schema.task, split.train[columns], split.test[columns], schema.target)
+    best = select_best(candidates)
+    log.info(
+        "Selected %s by cross-validation (%s=%.4f).", best.name, best.cv_scoring, best.cv_score
+    )
+    if not clearly_better(schema.task, best.evaluation.metrics, trivial):
+        log.warning(
+            "%s is not clearly better than a model that ignores the features (test %s): more "
+            "rows or better features may help. See the model card.",
+            *(best.name, _fmt(trivial)),
+        )
+    for candidate in candidates:
+        log_run(settings, candidate, split, schema, selected=candidate is best)
+    return Training(split, schema, candidates, best, trivial)
+
+
+def gate(settings: Settings, training: Training) -> Promotion:
+    """Register the best candidate: the champion only if it beats the current one."""
+    start_tracking(settings)
+    return register(settings, training.best, training.split, training.schema)
+
+
+def export(settings: Settings, training: Training, promotion: Promotion) -> Path:
+    """A new champion to models/ with its model card and the README's Results; otherwise the
+    champion stays in models/ and the candidate goes to models/challenger/."""
+    start_tracking(settings)
+    if not promotion.promoted:
+        restore_bundle(settings, promotion)
+        directory, _ = export_bundle(settings, training, promotion, settings.challenger_dir)
+        store_with_run(directory, training.best.run_id)
+        log.info(
+            "Challenger v%s is in %s/: try it with serving.rollout shadow or canary.",
+            *(promotion.version, directory),
+        )
+        return directory
+    directory, parity = export_bundle(settings, training, promotion, settings.bundle_dir)
+    write_model_card(directory / "model_card.md", settings, training, promotion, parity)
+    store_with_run(directory, training.best.run_id)
+    section = results_section(settings, training, promotion, directory, CV_SCORING)
+    if write_results(Path("README.md"), section):
+        log.info("README.md: the Results section now shows v%s.", promotion.version)
+    remove_challenger(settings)
+    return directory
 
 
 def cross_validation(
@@ -71,17 +130,12 @@ def cross_validation(
     """Folds over the training rows; past `model.search_rows`, over a sample of them (ranking
     candidates needs far fewer rows than fitting the final model)."""
     classification = schema.task == "classification"
-    if len(X) > settings.model.search_rows:
-        log.info(
-            "Cross-validating on a sample of %d of %d rows.", settings.model.search_rows, len(X)
-        )
-        X, _, y, _ = train_test_split(
-            X,
-            y,
-            train_size=settings.model.search_rows,
-            stratify=y if classification else None,
-            random_state=settings.random_state,
-        )
+    rows = settings.model.search_rows
+    if len(X) > rows:
+        log.info("Cross-validating on a sample of %d of %d rows.", rows, len(X))
+        stratify = y if classification else None
+        seed = settings.random_state
+        X, _, y, _ = train_test_split(X, y, train_size=rows, stratify=stratify, random_state=seed)
     splitter = StratifiedKFold if classification else KFold
     folds = splitter(n_splits=settings.model.cv, shuffle=True, random_state=settings.random_state)
     return CrossValidation(X, y, folds, CV_SCORING[schema.task])
@@ -106,8 +160,8 @@ def tune(settings: Settings, schema: Schema, cv: CrossValidation) -> tuple[dict[
 
 
 def fit_candidates(settings: Settings, split: Split, schema: Schema) -> list[Candidate]:
-    """Baseline (the family's defaults) and tuned, each scored by CV, then fit on every
-    training row and evaluated once on the test rows."""
+    """Baseline and tuned, each scored by CV, then fit on every training row and evaluated
+    once on the test rows."""
     X, y = schema.model_input(split.train), split.train[schema.target]
     family, seed = settings.model.family, settings.random_state
     cv = cross_validation(settings, schema, X, y)
@@ -119,9 +173,8 @@ def fit_candidates(settings: Settings, split: Split, schema: Schema) -> list[Can
         ("tuned", tuned_params, tuned_score),
     ]:
         model = build_pipeline(schema, family, seed, params).fit(X, y)
-        evaluation = evaluate(
-            schema.task, model, schema.model_input(split.test), split.test[schema.target]
-        )
+        X_test, y_test = schema.model_input(split.test), split.test[schema.target]
+        evaluation = evaluate(schema.task, model, X_test, y_test)
         log.info("%s: cv %s=%.4f; test %s", name, cv.scoring, score, _fmt(evaluation.metrics))
         candidates.append(Candidate(name, model, params, score, cv.scoring, len(cv.y), evaluation))
     return candidates
@@ -131,103 +184,6 @@ def select_best(candidates: list[Candidate]) -> Candidate:
     """The candidate with the best CV score; on a tie the simpler (earlier) one. Test metrics
     play no part: a choice made on them would make them an optimistic estimate."""
     return max(candidates, key=lambda c: c.cv_score)
-
-
-def train(settings: Settings) -> TrainResult:
-    """The `train` stage."""
-    split, schema = read_split(settings.data.processed_dir)
-    start_tracking(settings)
-    with threadpool_limits(limits=training_threads(len(split.train), len(schema.names))):
-        candidates = fit_candidates(settings, split, schema)
-    columns = [*schema.names, schema.target]
-    trivial = trivial_metrics(schema.task, split.train[columns], split.test[columns], schema.target)
-    best = select_best(candidates)
-    log.info(
-        "Selected %s by cross-validation (%s=%.4f).", best.name, best.cv_scoring, best.cv_score
-    )
-    if not clearly_better(schema.task, best.evaluation.metrics, trivial):
-        log.warning(
-            "%s is not clearly better than a model that ignores the features (test %s): "
-            "more rows or better features may help. See the model card.",
-            best.name,
-            _fmt(trivial),
-        )
-    for candidate in candidates:
-        log_run(settings, candidate, split, schema, selected=candidate is best)
-    promotion = promote(settings, best, split, schema)
-    if promotion.promoted:
-        publish(
-            settings,
-            promotion,
-            split=split,
-            schema=schema,
-            candidates=candidates,
-            best=best,
-            trivial=trivial,
-        )
-        remove_challenger(settings)
-    else:
-        restore_bundle(settings, promotion)
-        challenge(settings, promotion, best, split, schema)
-    return TrainResult(best=best, candidates=candidates, promotion=promotion)
-
-
-def publish(
-    settings: Settings,
-    promotion: Promotion,
-    *,
-    split: Split,
-    schema: Schema,
-    candidates: list[Candidate],
-    best: Candidate,
-    trivial: dict[str, float],
-) -> None:
-    """A new champion: models/, its model card, the README's Results, a copy with its run."""
-    directory, parity = export_bundle(settings, best, promotion, split, schema)
-    write_model_card(
-        directory / "model_card.md",
-        name=settings.model.registered_name,
-        schema=schema,
-        split=split,
-        promotion=promotion,
-        candidates=candidates,
-        selected=best,
-        trivial=trivial,
-        cv_folds=settings.model.cv,
-        parity=parity,
-    )
-    store_with_run(directory, best.run_id)
-    seed = settings.random_state
-    section = results_section(
-        source=safe_source(settings.data.source),
-        family=settings.model.family,
-        version=promotion.version,
-        schema=schema,
-        split=split,
-        metrics=best.evaluation.metrics,
-        trivial=trivial,
-        features=main_features(best.model, split, schema, CV_SCORING[schema.task], seed),
-        plots=sorted(best.evaluation.figures),
-        models_dir=directory,
-    )
-    if write_results(Path("README.md"), section):
-        log.info("README.md: the Results section now shows v%s.", promotion.version)
-
-
-def challenge(
-    settings: Settings, promotion: Promotion, best: Candidate, split: Split, schema: Schema
-) -> None:
-    """The model that did not win: models/challenger/, for the service to try on live traffic
-    (serving.rollout) and `make promote` to crown if it does better there."""
-    directory, _ = export_bundle(
-        settings, best, promotion, split, schema, directory=settings.challenger_dir
-    )
-    store_with_run(directory, best.run_id)
-    log.info(
-        "Challenger v%s is in %s/: try it with serving.rollout shadow or canary.",
-        promotion.version,
-        directory,
-    )
 
 
 def training_threads(rows: int, features: int) -> int | None:
