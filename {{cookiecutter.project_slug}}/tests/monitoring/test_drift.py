@@ -15,8 +15,8 @@ from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.monitoring.drift import MonitoringError, monitor
 from {{ cookiecutter.package_name }}.monitoring.simulate import shift, to_records
-from {{ cookiecutter.package_name }}.prediction_log.tables import PredictionLogError
-from {{ cookiecutter.package_name }}.prediction_log.writer import PredictionLog, PredictionRecord
+from {{ cookiecutter.package_name }}.prediction_log.tables import PredictionLogError, PredictionRecord
+from {{ cookiecutter.package_name }}.prediction_log.writer import PredictionLog
 from {{ cookiecutter.package_name }}.processed import NoProcessedDataError, schema_path
 from {{ cookiecutter.package_name }}.schema import Schema
 

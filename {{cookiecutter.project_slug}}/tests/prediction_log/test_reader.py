@@ -14,9 +14,10 @@ from {{ cookiecutter.package_name }}.prediction_log.tables import (
     SHADOW,
     SMOKE,
     PredictionLogError,
+    PredictionRecord,
     connect,
 )
-from {{ cookiecutter.package_name }}.prediction_log.writer import PredictionLog, PredictionRecord
+from {{ cookiecutter.package_name }}.prediction_log.writer import PredictionLog
 from {{ cookiecutter.package_name }}.schema import Schema
 
 

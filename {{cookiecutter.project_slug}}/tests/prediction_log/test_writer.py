@@ -19,12 +19,9 @@ import numpy as np
 import pytest
 
 import {{ cookiecutter.package_name }}
-from {{ cookiecutter.package_name }}.prediction_log.tables import PredictionLogError
-from {{ cookiecutter.package_name }}.prediction_log.writer import (
-    BATCH_ROWS,
-    PredictionLog,
-    PredictionRecord,
-)
+from {{ cookiecutter.package_name }}.prediction_log.spool import Spool
+from {{ cookiecutter.package_name }}.prediction_log.tables import PredictionLogError, PredictionRecord
+from {{ cookiecutter.package_name }}.prediction_log.writer import BATCH_ROWS, PredictionLog
 
 SRC = Path({{ cookiecutter.package_name }}.__file__).resolve().parents[1]
 WRITER = "{{ cookiecutter.package_name }}.prediction_log.writer"
@@ -118,7 +115,8 @@ def test_threads_writing_at_once_lose_nothing(db: Path) -> None:
 
 PROCESS = """
 import sys, threading
-from {{ cookiecutter.package_name }}.prediction_log.writer import PredictionLog, PredictionRecord
+from {{ cookiecutter.package_name }}.prediction_log.tables import PredictionRecord
+from {{ cookiecutter.package_name }}.prediction_log.writer import PredictionLog
 store = PredictionLog(sys.argv[1])
 store.start()
 def client(t):
@@ -212,7 +210,8 @@ def test_a_deleted_database_file_is_noticed_and_made_again(
 def test_rows_of_a_killed_process_are_written_by_the_next_one(db: Path) -> None:
     script = (
         "import os, signal, sqlite3, sys\n"
-        "from {{ cookiecutter.package_name }}.prediction_log.writer import PredictionLog, PredictionRecord\n"
+        "from {{ cookiecutter.package_name }}.prediction_log.tables import PredictionRecord\n"
+        "from {{ cookiecutter.package_name }}.prediction_log.writer import PredictionLog\n"
         "store = PredictionLog(sys.argv[1])\n"
         "store.start()\n"
         "lock = sqlite3.connect(sys.argv[2], isolation_level=None)\n"
@@ -298,7 +297,7 @@ def test_rows_beyond_the_memory_bound_are_dropped_counted_and_logged(
 
     assert store.counts["held"] == 4
     assert store.counts["dropped"] == 2
-    assert "(2 in all)" in caplog.text
+    assert "2 row(s) dropped in all" in caplog.text
     assert len(logged(db)) == 4
 
 
@@ -326,14 +325,14 @@ def test_an_unexpected_error_in_the_writer_is_logged_and_the_writer_goes_on(
     db: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broken = [True]  # the first round fails, as a bug would
-    real = PredictionLog._drain
+    real = Spool.lead
 
-    def once_broken(self: PredictionLog, deadline: float | None) -> None:
+    def once_broken(self: Spool) -> bool:
         if broken and broken.pop():
             raise RuntimeError("a bug")
-        real(self, deadline)
+        return real(self)
 
-    monkeypatch.setattr(PredictionLog, "_drain", once_broken)
+    monkeypatch.setattr(Spool, "lead", once_broken)
     store = started(db)
     store.log(rows(3, "after"))
     wait_for(lambda: len(logged(db)) == 3)

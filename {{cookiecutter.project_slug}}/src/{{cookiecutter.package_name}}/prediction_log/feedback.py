@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import from_json
-from sqlalchemy import Connection, Engine, select, tuple_
+from sqlalchemy import Connection, Engine, func, select, tuple_
 
 from ..schema import Schema
 from .tables import feedback, insert_new, predictions
+
+Key = tuple[str, int]  # (request id, row index)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,13 @@ class FeedbackResult:
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     unknown: list[dict[str, Any]] = field(default_factory=list)
     invalid: list[dict[str, Any]] = field(default_factory=list)
+
+    def repeat(self, item: dict[str, Any], actual: Any, first: Any) -> None:
+        """A label for a row that has one: a duplicate, or a conflict (the first one stays)."""
+        if actual == first:
+            self.duplicates += 1
+        else:
+            self.conflicts.append({**item, "reason": f"already labelled {first!r}; kept"})
 
 
 def check_actual(value: Any, schema: Schema) -> Any:
@@ -71,42 +80,34 @@ def record(engine: Engine, labels: list[Label], schema: Schema) -> FeedbackResul
         except ValueError as exc:
             result.invalid.append({**item, "reason": str(exc)})
             continue
-        key = (label.request_id, label.index)
-        if key in valid:
-            _repeat(result, item, actual, valid[key])
+        if (label.request_id, label.index) in valid:
+            result.repeat(item, actual, valid[(label.request_id, label.index)])
         else:
-            valid[key] = actual
+            valid[(label.request_id, label.index)] = actual
     with engine.begin() as conn:  # the writer created the tables at its start
         rows = _logged_rows(conn, {request_id for request_id, _ in valid})
-        stored = _stored(conn, list(valid))
-        new = []
+        stored = _stored(conn, {(r, 0 if i is None else i) for r, i in valid})
+        new, received = [], datetime.now(UTC)
         for (request_id, index), actual in valid.items():
-            item = {"request_id": request_id, "index": index}
-            count = rows.get(request_id, 0)
-            row_index = 0 if index is None else index
+            item, count = {"request_id": request_id, "index": index}, rows.get(request_id, 0)
+            key = (request_id, 0 if index is None else index)
             if index is None and count > 1:
                 reason = f"index is required: that request had {count} rows"
                 result.invalid.append({**item, "reason": reason})
             elif not count:
                 result.unknown.append({**item, "reason": "no prediction logged with it (yet)"})
-            elif row_index >= count:
+            elif key[1] >= count:
                 result.unknown.append({**item, "reason": f"that request had {count} row(s)"})
-            elif (request_id, row_index) in stored:
-                _repeat(result, item, actual, stored[(request_id, row_index)])
+            elif key in stored:
+                result.repeat(item, actual, stored[key])
             else:
-                stored[(request_id, row_index)] = actual
-                new.append(_row(request_id, row_index, actual))
+                stored[key] = actual
+                row = {"request_id": request_id, "row_index": key[1], "actual": json.dumps(actual)}
+                new.append({**row, "received_at": received})
         if new:
             conn.execute(insert_new(feedback, engine.dialect.name), new)
             result.accepted = len(new)
     return result
-
-
-def _repeat(result: FeedbackResult, item: dict[str, Any], actual: Any, first: Any) -> None:
-    if actual == first:
-        result.duplicates += 1
-    else:
-        result.conflicts.append({**item, "reason": f"already labelled {first!r}; kept"})
 
 
 def _logged_rows(conn: Connection, request_ids: set[str]) -> dict[str, int]:
@@ -114,29 +115,16 @@ def _logged_rows(conn: Connection, request_ids: set[str]) -> dict[str, int]:
     if not request_ids:
         return {}
     columns = predictions.c
-    query = select(columns.request_id, columns.row_index).where(columns.request_id.in_(request_ids))
-    counts: dict[str, int] = {}
-    for request_id, row_index in conn.execute(query):
-        counts[request_id] = max(counts.get(request_id, 0), row_index + 1)
-    return counts
+    query = select(columns.request_id, func.max(columns.row_index) + 1)
+    query = query.where(columns.request_id.in_(request_ids)).group_by(columns.request_id)
+    return {request_id: int(count) for request_id, count in conn.execute(query)}
 
 
-def _stored(conn: Connection, keys: list[tuple[str, int | None]]) -> dict[tuple[str, int], Any]:
-    """Labels already stored for these rows (a missing index is row 0)."""
-    wanted = {(r, 0 if i is None else i) for r, i in keys}
-    if not wanted:
+def _stored(conn: Connection, keys: set[Key]) -> dict[Key, Any]:
+    """Labels already stored for these rows."""
+    if not keys:
         return {}
-    columns = feedback.c
-    query = select(columns.request_id, columns.row_index, columns.actual).where(
-        tuple_(columns.request_id, columns.row_index).in_(wanted)
-    )
+    labels = feedback.c
+    query = select(labels.request_id, labels.row_index, labels.actual)
+    query = query.where(tuple_(labels.request_id, labels.row_index).in_(keys))
     return {(r, i): from_json(a) for r, i, a in conn.execute(query)}
-
-
-def _row(request_id: str, row_index: int, actual: Any) -> dict[str, Any]:
-    return {
-        "received_at": datetime.now(UTC),
-        "request_id": request_id,
-        "row_index": row_index,
-        "actual": json.dumps(actual),
-    }

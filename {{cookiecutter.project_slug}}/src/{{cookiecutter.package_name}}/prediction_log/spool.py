@@ -1,4 +1,4 @@
-"""The spool: answered rows the database does not hold yet, in a SQLite file on local disk.
+"""The spool: answered rows that the database does not hold yet, in a SQLite file on local disk.
 
 Every worker adds a request's rows in one transaction before the answer is sent (no fsync: a row
 survives the process, not a power cut). One worker at a time, the one that locks `drain.lock`,
@@ -14,25 +14,19 @@ import json
 import os
 import sqlite3
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import make_url
+from .tables import COLUMNS, Row, sqlite_file
 
-COLUMNS = ("created_at", "request_id", "row_index", "model_role", "model_version", "features",
-           "prediction", "traffic")  # fmt: skip
 BUSY_TIMEOUT_SECONDS = 30.0
-
-Row = dict[str, Any]
 
 
 def default_spool_dir(url: str) -> Path:
     """Beside a SQLite file (predictions.db-spool/), else spool/ in the working folder."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        return Path(f"{parsed.database}-spool")
-    return Path("spool")
+    file = sqlite_file(url)
+    return Path(f"{file}-spool") if file else Path("spool")
 
 
 class Spool:
@@ -43,18 +37,13 @@ class Spool:
         self.quarantine_file = directory / "quarantine.jsonl"
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._leading: int | None = None  # the open drain.lock while this worker leads
-
-    def open(self) -> None:
-        with self._lock:
-            self._connection()
+        self._leading: int | None = None  # the open drain.lock, while this worker leads
 
     def add(self, rows: list[Row]) -> None:
         """Add rows in one transaction; sqlite3.Error or OSError when the disk refuses them."""
         values = [tuple(row[name] for name in COLUMNS) for row in rows]
         marks = ", ".join("?" * len(COLUMNS))
-        with self._lock:
-            self._write(f"INSERT INTO rows ({', '.join(COLUMNS)}) VALUES ({marks})", values)
+        self._write(f"INSERT INTO rows ({', '.join(COLUMNS)}) VALUES ({marks})", values)
 
     def take(self, limit: int) -> list[Row]:
         """The oldest `limit` rows, each with its spool `id`."""
@@ -64,18 +53,17 @@ class Spool:
             return [dict(zip(names, values, strict=True)) for values in cursor]
 
     def remove(self, last_id: int) -> None:
-        """The database holds every row up to `last_id` (or they were set aside): delete them."""
-        with self._lock:
-            self._write("DELETE FROM rows WHERE id <= ?", [(last_id,)])
+        """The database holds every row up to `last_id` (or they were set aside)."""
+        self._write("DELETE FROM rows WHERE id <= ?", [(last_id,)])
 
     def backlog(self) -> tuple[int, float]:
-        """How many rows wait, and how many seconds the oldest has waited (0 when none)."""
+        """How many rows wait, and for how many seconds the oldest one has."""
         query = "SELECT max(id) - min(id) + 1, (SELECT created_at FROM rows ORDER BY id LIMIT 1)"
         with self._lock:
-            count, oldest = self._connection().execute(query + " FROM rows").fetchone()
+            count, oldest = self._connection().execute(f"{query} FROM rows").fetchone()
         if oldest is None:
             return 0, 0.0
-        return count, (datetime.now().astimezone() - datetime.fromisoformat(oldest)).total_seconds()
+        return count, (datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds()
 
     def quarantine(self, row: Row, reason: str) -> None:
         """Set aside a row the database refuses for good, with why, for a person to look at."""
@@ -83,51 +71,44 @@ class Spool:
             file.write(json.dumps({"row": row, "reason": reason}, default=str) + "\n")
 
     def lead(self) -> bool:
-        """Whether this worker moves the rows to the database: it does once it locks
-        drain.lock, until it stops."""
+        """Whether this worker moves the rows on: once it locks drain.lock, until it stops."""
         if self._leading is None:
-            try:
-                fd = os.open(self.directory / "drain.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError:
-                return False
+            fd = os.open(self.directory / "drain.lock", os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+                self._leading = fd
+            except BlockingIOError:  # another worker leads
                 os.close(fd)
-                return False
-            self._leading = fd
-        return True
+        return self._leading is not None
 
     def close(self) -> None:
         with self._lock:
             if self._leading is not None:
                 os.close(self._leading)  # another worker may lead now
-                self._leading = None
             if self._conn is not None:
                 self._conn.close()
-                self._conn = None
+            self._conn = self._leading = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.directory / "spool.db", timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False
-            )
+            path = self.directory / "spool.db"
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             # No constraints: what a row must hold is the database's to say (`quarantine`).
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, {', '.join(COLUMNS)})"
-            )
+            columns = ", ".join(COLUMNS)
+            conn.execute(f"CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, {columns})")
             self._conn = conn
         return self._conn
 
     def _write(self, statement: str, values: list[tuple[Any, ...]]) -> None:
-        conn = self._connection()
-        try:
-            with conn:  # one transaction: committed, or rolled back on an error
-                conn.executemany(statement, values)
-        except sqlite3.Error:
-            conn.close()  # a disk that failed may work again: the next write opens anew
-            self._conn = None
-            raise
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn:  # one transaction: committed, or rolled back on an error
+                    conn.executemany(statement, values)
+            except sqlite3.Error:
+                conn.close()  # a disk that failed may work again: the next write opens anew
+                self._conn = None
+                raise

@@ -1,4 +1,4 @@
-"""The prediction log's tables, defined once, and the engine that opens its database.
+"""The prediction log's tables, defined once, the row the service hands over, and the engine.
 
     predictions   one row per scored row: when, which request and row, which model answered
                   (role, version), the features as received, the prediction, and the traffic:
@@ -12,15 +12,19 @@ use one file at once; any other SQLAlchemy URL (PostgreSQL) works too.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic_core import to_json
 
-from ..errors import UserError
+from ..errors import UserError, reason
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 LIVE, SMOKE, SHADOW = "live", "smoke", "shadow"  # the traffic a row was
+Row = dict[str, Any]
 
 metadata = sa.MetaData()
 predictions = sa.Table(
@@ -48,12 +52,43 @@ feedback = sa.Table(
     sa.Column("actual", sa.Text, nullable=False),  # JSON value: a class or a number
     sa.UniqueConstraint("request_id", "row_index", name="feedback_row"),
 )
+COLUMNS = tuple(column.name for column in predictions.columns if column.name != "id")
+# What a row the database refuses for good raises; anything else may pass (down, locked).
+REFUSED = (sa.exc.IntegrityError, sa.exc.DataError, KeyError, TypeError, ValueError)
 
 
 class PredictionLogError(UserError):
     """The prediction log cannot be opened or read."""
 
     public = "the prediction log cannot be opened"
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """One scored row, as the service hands it over; request id, row index and model role
+    identify it, so it is logged at most once."""
+
+    request_id: str
+    row_index: int
+    model_version: str
+    features: dict[str, Any]
+    prediction: Any
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    model_role: str = "champion"  # or "challenger", when it answered or shadowed
+    traffic: str = LIVE
+
+    def row(self) -> Row:
+        """The columns as text: JSON (NaN as null, numpy scalars as numbers), ISO 8601 time."""
+        values = {name: getattr(self, name) for name in COLUMNS}
+        encode = {"features": _json(self.features), "prediction": _json(self.prediction)}
+        return {**values, **encode, "created_at": self.created_at.isoformat()}
+
+
+def as_columns(row: Row) -> Row:
+    """A row of text (`PredictionRecord.row`) as the table's columns; KeyError, TypeError or
+    ValueError for a damaged one."""
+    created_at = datetime.fromisoformat(row["created_at"])
+    return {**{name: row[name] for name in COLUMNS}, "created_at": created_at}
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -90,9 +125,29 @@ def create_tables(engine: sa.Engine) -> None:
             raise
     if "traffic" not in {c["name"] for c in sa.inspect(engine).get_columns("predictions")}:
         with engine.begin() as conn:
-            conn.execute(
-                sa.text(f"ALTER TABLE predictions ADD traffic TEXT NOT NULL DEFAULT '{LIVE}'")
-            )
+            conn.execute(sa.text(f"ALTER TABLE predictions ADD traffic TEXT DEFAULT '{LIVE}'"))
+
+
+def insert_rows(engine: sa.Engine, rows: list[Row]) -> list[tuple[Row, str]]:
+    """INSERT rows of text (`PredictionRecord.row`), skipping those stored already. When the
+    database refuses some for good (a constraint, a value it cannot store, a damaged row), the
+    others go one by one and the refused ones are returned, each with why. A failure that may
+    pass (down, locked, no table) raises."""
+    try:
+        _insert(engine, rows)
+        return []
+    except Exception as exc:
+        if not _refused(exc):
+            raise
+    refused = []
+    for row in rows:
+        try:
+            _insert(engine, [row])
+        except Exception as exc:
+            if not _refused(exc):
+                raise
+            refused.append((row, reason(exc)))
+    return refused
 
 
 def insert_new(table: sa.Table, dialect: str) -> sa.Insert:
@@ -107,6 +162,25 @@ def insert_new(table: sa.Table, dialect: str) -> sa.Insert:
 
         return postgresql_insert(table).on_conflict_do_nothing()
     return table.insert()
+
+
+def _insert(engine: sa.Engine, rows: list[Row]) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert_new(predictions, conn.dialect.name), [as_columns(row) for row in rows])
+
+
+def _refused(exc: Exception) -> bool:
+    if isinstance(exc, REFUSED):
+        return True
+    return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
+
+
+def _json(value: Any) -> str:
+    return to_json(value, inf_nan_mode="null", fallback=_plain).decode()
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

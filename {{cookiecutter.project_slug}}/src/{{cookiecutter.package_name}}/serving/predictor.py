@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from ..bundle import Bundle, BundleError, load_bundle
 from ..config import Settings
 from ..errors import UserError
-from ..prediction_log.tables import LIVE, SHADOW
-from ..prediction_log.writer import PredictionLog, PredictionRecord
+from ..prediction_log.tables import LIVE, SHADOW, PredictionRecord
+from ..prediction_log.writer import PredictionLog
 from ..runtimes import Runtime, load_runtime
 from .prometheus import observe_log, observe_predictions
 from .rollout import CHAMPION, Model, Rollout
