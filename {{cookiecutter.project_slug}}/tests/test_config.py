@@ -109,3 +109,36 @@ def test_a_missing_config_yaml_is_an_error_not_the_demo_data(
 def test_nothing_is_created_by_loading_settings(settings: Settings) -> None:
     assert not settings.data.processed_dir.exists()
     assert not settings.bundle_dir.exists()
+
+
+@pytest.mark.usefixtures("settings")
+def test_a_list_from_the_environment_that_is_not_json_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ML_DATA__ID_COLUMNS", "respondent_id")
+    get_settings.cache_clear()
+
+    with pytest.raises(ConfigError) as raised:
+        get_settings()
+
+    assert str(raised.value).startswith("ML_DATA__ID_COLUMNS: ")
+    assert """'["respondent_id"]'""" in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.usefixtures("settings")
+def test_a_bad_value_says_whether_it_came_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ML_SERVING__PORT", "abc")
+    monkeypatch.setenv("ML_SERVING__PREDICTION_LOG_URL", "sqlite:///p.db")
+    get_settings.cache_clear()
+
+    with pytest.raises(ConfigError) as raised:
+        get_settings()
+
+    message = str(raised.value)
+    assert "ML_SERVING__PORT (environment): `serving.port` = 'abc'" in message
+    assert "`serving.prediction_log_url` is now `prediction_log.url`" in message
+    assert "rename it to ML_PREDICTION_LOG__URL" in message
+    assert "config.yaml" not in message

@@ -25,6 +25,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -186,24 +187,37 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise ConfigError(f"{path}: " + "; ".join(describe(exc))) from None
+        raise ConfigError("; ".join(describe(exc, path))) from None
+    except SettingsError as exc:  # a list or a mapping from the environment that is not JSON
+        section = str(exc).split('"')[1] if '"' in str(exc) else ""
+        names = sorted(k for k in os.environ if k.startswith(f"ML_{section.upper()}__"))
+        raise ConfigError(
+            f"{', '.join(names) or 'An ML_* variable'}: a list or a mapping set in the "
+            """environment must be JSON, e.g. ML_DATA__ID_COLUMNS='["respondent_id"]'."""
+        ) from None
 
 
-def describe(exc: ValidationError) -> list[str]:
-    """Each problem in a few words, by its dotted key; a typo'd key gets a suggestion."""
+def describe(exc: ValidationError, path: Path) -> list[str]:
+    """Each problem in a few words, by its dotted key and where it was set (config.yaml or an
+    ML_* variable); a typo'd key gets a suggestion."""
     problems = []
     for error in exc.errors(include_url=False):
         key = ".".join(str(part) for part in error["loc"])
+        variable = "ML_" + key.replace(".", "__").upper()
+        where = f"{variable} (environment)" if variable in os.environ else str(path)
         if key in MOVED:
-            problems.append(f"`{key}` is now `{MOVED[key]}`: rename it in config.yaml (or ML_*).")
+            new = (
+                MOVED[key] if where == str(path) else "ML_" + MOVED[key].replace(".", "__").upper()
+            )
+            problems.append(f"{where}: `{key}` is now `{MOVED[key]}`: rename it to {new}.")
         elif error["type"] == "extra_forbidden":
             known = _known_keys(error["loc"][:-1])
             match = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
             hint = f"did you mean `{match[0]}`?" if match else f"known keys: {', '.join(known)}."
-            problems.append(f"`{key}` is not a setting: {hint}")
+            problems.append(f"{where}: `{key}` is not a setting: {hint}")
         else:
-            value = str(error.get("input"))[:60]
-            problems.append(f"`{key}` = {value!r}: {error['msg'][0].lower()}{error['msg'][1:]}")
+            value, msg = str(error.get("input"))[:60], error["msg"]
+            problems.append(f"{where}: `{key}` = {value!r}: {msg[0].lower()}{msg[1:]}")
     return problems
 
 
