@@ -4,15 +4,12 @@
     models/model.onnx      the same pipeline as ONNX, parity-checked at export (optional)
     models/metadata.json   version, metrics, schema, and each model file's sha256
 
-Reading the metadata needs neither scikit-learn nor onnxruntime: each serving runtime opens
-only the file it scores with, through `Bundle.path`, which checks the file's hash first.
-
-Whoever can write models/ could rewrite metadata.json too, so two checks do not trust the folder:
-- serving.model_sha256 (ML_SERVING__MODEL_SHA256, set by CI when it builds the image) pins the
-  sha256 of metadata.json, and with it every model file's hash;
-- model.skops loads only the types of this project's pipelines (skops' own safe set plus
-  TRUSTED_TYPES) and serving.trusted_types: an object of any other type is never built, so no code
-  of its class runs.
+Reading the metadata needs neither scikit-learn nor onnxruntime; each runtime opens the one file
+it scores with through `Bundle.path`, which checks the file's hash first. Whoever can write
+models/ could rewrite metadata.json too, so two checks do not trust the folder: serving.model_sha256
+(set by CI when it builds the image) pins the sha256 of metadata.json, and with it every file's;
+and model.skops loads only the types of this project's pipelines (TRUSTED_TYPES, plus
+serving.trusted_types): an object of another type is never built, so no code of its class runs.
 """
 
 from __future__ import annotations
@@ -41,6 +38,7 @@ TRUSTED_TYPES = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.tree._tree.Tree",
 )
+RETRAIN = "Run `make train` to export the bundle again."
 
 
 class BundleError(UserError):
@@ -66,14 +64,11 @@ class Bundle:
         path = self.directory / file_name
         expected = self.metadata.get("files", {}).get(file_name)
         if expected is None or not path.is_file():
-            raise BundleError(
-                f"The bundle in {self.directory}/ has no {file_name}: run `make train` to export "
-                "it again."
-            )
+            raise BundleError(f"The bundle in {self.directory}/ has no {file_name}. {RETRAIN}")
         if sha256(path) != expected:
             raise BundleError(
                 f"{path} does not match the sha256 in {self.directory / METADATA_FILE}: the file "
-                "was changed or copied incompletely. Run `make train` to export the bundle again."
+                f"was changed or copied incompletely. {RETRAIN}"
             )
         return path
 
@@ -81,8 +76,7 @@ class Bundle:
         """The scikit-learn pipeline, if it holds only types this project trusts."""
         from skops import io as sio
 
-        path = self.path(MODEL_FILE)
-        trusted = [*TRUSTED_TYPES, *self.trusted_types]
+        path, trusted = self.path(MODEL_FILE), [*TRUSTED_TYPES, *self.trusted_types]
         # Read from the file's table of contents: nothing in it is imported or run.
         refused = [name for name in sio.get_untrusted_types(file=path) if name not in trusted]
         if refused:
@@ -97,8 +91,8 @@ class Bundle:
 
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -116,19 +110,18 @@ def save_bundle(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write model.skops (and model.onnx when given) and metadata.json into `directory`; return
-    the metadata path. A model file of an earlier export that this one does not write is removed,
-    so the bundle never mixes two models."""
+    the metadata path. A model file of an earlier export that this one does not write is
+    removed, so the bundle never mixes two models."""
     import sklearn
     from skops import io as sio
 
     directory.mkdir(parents=True, exist_ok=True)
     sio.dump(model, directory / MODEL_FILE)
-    onnx_path = directory / ONNX_FILE
-    if onnx_model is None:
-        onnx_path.unlink(missing_ok=True)
-    else:
-        onnx_path.write_bytes(onnx_model)
-    files = [MODEL_FILE] + ([ONNX_FILE] if onnx_model is not None else [])
+    (directory / ONNX_FILE).unlink(missing_ok=True)
+    if onnx_model is not None:
+        (directory / ONNX_FILE).write_bytes(onnx_model)
+    classes = getattr(model, "classes_", [])  # in the order of the probability columns
+    files = [file for file in (MODEL_FILE, ONNX_FILE) if (directory / file).is_file()]
     metadata = {
         "name": name,
         "version": str(version),
@@ -136,44 +129,33 @@ def save_bundle(
         "task": schema.task,
         "metrics": metrics,
         "schema": schema.to_dict(),
-        "classes": _classes(model),
-        "files": {file_name: sha256(directory / file_name) for file_name in files},
+        "classes": [c.item() if hasattr(c, "item") else c for c in classes],
+        "files": {file: sha256(directory / file) for file in files},
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "sklearn_version": sklearn.__version__,
         **(extra or {}),
     }
-    metadata_path = directory / METADATA_FILE
-    metadata_path.write_text(json.dumps(metadata, indent=2))
-    return metadata_path
+    path = directory / METADATA_FILE
+    path.write_text(json.dumps(metadata, indent=2))
+    return path
 
 
 def load_bundle(
     directory: Path, *, expected_sha256: str | None = None, trusted_types: Sequence[str] = ()
 ) -> Bundle:
     """The bundle's metadata and schema; model files are opened (and verified) by who uses them.
-
     `expected_sha256` (serving.model_sha256) is the sha256 metadata.json must have."""
-    metadata_path = directory / METADATA_FILE
-    if not metadata_path.is_file():
+    path = directory / METADATA_FILE
+    if not path.is_file():
         raise BundleError(f"No model bundle in {directory}/: run `make train` first.")
-    content = metadata_path.read_bytes()
+    content = path.read_bytes()
     if expected_sha256 and hashlib.sha256(content).hexdigest() != expected_sha256:
         raise BundleError(
-            f"{metadata_path} does not have the sha256 in serving.model_sha256 "
-            "(ML_SERVING__MODEL_SHA256): this is not the bundle the service was deployed with. "
-            f"If you exported a new one on purpose, set it to `sha256sum {metadata_path}`."
+            f"{path} does not have the sha256 in serving.model_sha256 (ML_SERVING__MODEL_SHA256): "
+            "this is not the bundle the service was deployed with. If you exported a new one on "
+            f"purpose, set it to `sha256sum {path}`."
         )
     metadata = json.loads(content)
     if "files" not in metadata:
-        raise BundleError(
-            f"{metadata_path} comes from an older version of this project: run `make train` to "
-            "export the bundle again."
-        )
-    schema = Schema.from_dict(metadata["schema"])
-    return Bundle(directory, metadata, schema, tuple(trusted_types))
-
-
-def _classes(model: Pipeline) -> list[Any]:
-    """The classifier's classes in the order of its probability columns (JSON values)."""
-    classes = getattr(model, "classes_", None)
-    return [] if classes is None else [c.item() if hasattr(c, "item") else c for c in classes]
+        raise BundleError(f"{path} comes from an older version of this project. {RETRAIN}")
+    return Bundle(directory, metadata, Schema.from_dict(metadata["schema"]), tuple(trusted_types))
