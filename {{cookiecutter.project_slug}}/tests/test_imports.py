@@ -76,23 +76,64 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 
+GROUND = {
+    "config",
+    "errors",
+    "logging_config",
+    "schema",
+    "metrics",
+    "processed",
+    "bundle",
+    "runtimes",
+}
+# Stage folders are siblings on the ground floor: none imports another, except where a stage
+# really consumes another's output (the service writes the prediction log, monitoring reads it).
+MAY_IMPORT = {
+    "prediction_log": set(),
+    "pipeline": set(),
+    "serving": {"prediction_log"},
+    "monitoring": {"prediction_log"},
+}
+
+
+def room(module: str) -> str:
+    """A module's room: its top-level folder, or the module itself at the package root."""
+    return module.split(".")[1] if module.count(".") else module
+
+
+def rooms() -> dict[str, set[str]]:
+    """Which rooms each room imports (a folder counts as one room)."""
+    edges: dict[str, set[str]] = {}
+    for module, targets in graph().items():
+        if module != PACKAGE:
+            edges.setdefault(room(module), set()).update(room(t) for t in targets if t != PACKAGE)
+    return {name: targets - {name} for name, targets in edges.items()}
+
+
 def test_the_ground_floor_imports_nothing_above_it() -> None:
-    """Settings, errors, logging and the schema: everything else may use them, not the reverse."""
-    edges = graph()
-    ground = {f"{PACKAGE}.{name}" for name in ("config", "errors", "logging_config", "schema")}
-    upward = {module: sorted(edges[module] - ground) for module in ground if edges[module] - ground}
+    """Settings, errors, the schema, metrics, the bundle and its runtimes: everything else may
+    use them, not the reverse."""
+    upward = {name: sorted(rooms()[name] - GROUND) for name in GROUND if rooms()[name] - GROUND}
     assert not upward, upward
 
 
-def test_serving_does_not_import_training_or_monitoring() -> None:
-    edges = graph()
-    serving = [m for m in edges if m.startswith(f"{PACKAGE}.serving")]
+def test_stage_folders_are_siblings() -> None:
+    edges = rooms()
     wrong = {
-        module: sorted(
-            target
-            for target in edges[module]
-            if target.startswith((f"{PACKAGE}.pipeline", f"{PACKAGE}.monitoring"))
-        )
-        for module in serving
+        folder: sorted(edges[folder] & set(MAY_IMPORT) - allowed)
+        for folder, allowed in MAY_IMPORT.items()
+        if folder in edges and edges[folder] & set(MAY_IMPORT) - allowed
     }
-    assert not any(wrong.values()), wrong
+    assert not wrong, wrong
+
+
+def test_the_house_has_at_most_seven_floors() -> None:
+    """A room stands one floor above everything it imports."""
+    edges, floors = rooms(), {}
+
+    def floor(name: str) -> int:
+        if name not in floors:
+            floors[name] = 1 + max((floor(t) for t in edges.get(name, ())), default=0)
+        return floors[name]
+
+    assert max(floor(name) for name in edges) <= 7, {name: floor(name) for name in edges}
