@@ -30,7 +30,7 @@ from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.prediction_log.reader import Reader
 from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.serving import process, server
-from {{ cookiecutter.package_name }}.serving.rollout import in_canary
+from {{ cookiecutter.package_name }}.serving.predictor import in_canary
 from {{ cookiecutter.package_name }}.serving.server import ServeError, run
 
 PACKAGE = {{ cookiecutter.package_name }}.__name__
