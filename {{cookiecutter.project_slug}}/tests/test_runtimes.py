@@ -70,7 +70,7 @@ def test_serving_with_onnx_imports_no_sklearn_or_pandas(
         f"from {PACKAGE}.serving.app import create_app\n"
         f"from {PACKAGE}.serving.predictor import Predictor\n"
         "predictor = Predictor.load(get_settings())\n"
-        "row = {f.name: None for f in predictor.bundle.schema.features}\n"
+        "row = {f.name: None for f in predictor.champion.bundle.schema.features}\n"
         "predictor.predict([row])\n"
         "predictor.prediction_log.close()\n"
         "heavy = {'sklearn', 'scipy', 'pandas', 'skops', 'mlflow'} & set(sys.modules)\n"

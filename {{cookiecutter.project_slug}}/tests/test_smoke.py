@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -15,8 +20,12 @@ from conftest import StubServer, serving
 from {{ cookiecutter.package_name }} import smoke as smoke_module
 from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.prediction_log.reader import Reader
+from {{ cookiecutter.package_name }}.serving import process
 from {{ cookiecutter.package_name }}.smoke import SmokeError, smoke
 
+PACKAGE = smoke_module.__name__.rpartition(".")[0]
+SRC = Path(smoke_module.__file__).resolve().parents[1]
 SAMPLE = {"instances": [{"age": 50.0, "plan": "pro"}, {"age": 61.5, "plan": "basic"}]}
 
 
@@ -175,3 +184,47 @@ def test_sends_the_api_key_to_predict(service: Service, sample: Path) -> None:
     smoke(service.url, sample, requests=2, wait=5, api_key="k3y")
 
     assert service.authorizations == ["Bearer k3y", "Bearer k3y"]
+
+
+def test_every_request_says_it_is_smoke_traffic(service: Service, sample: Path) -> None:
+    smoke(service.url, sample, requests=2, wait=5)
+
+    assert {headers.get("X-Traffic") for _, _, headers in service.received} == {"smoke"}
+
+
+def test_two_smoke_runs_leave_the_live_traffic_unchanged(
+    settings: Settings, bundle_dir: Path, frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Against a real service: smoke requests are answered and logged, but the live traffic that
+    drift, quality and compare read stays what clients sent."""
+    instances = json.loads(frame.drop(columns="target").head(8).to_json(orient="records"))
+    sample = tmp_path / "sample_request.json"
+    sample.write_text(json.dumps({"instances": instances[:2]}))
+    log = Reader(settings.prediction_log.url)
+    port = process.free_port()
+    skip = ("ML_", "CONFIG_FILE", "PROMETHEUS_MULTIPROC_DIR")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
+    command = [sys.executable, "-m", PACKAGE, "serve", "--port", str(port)]
+    server = process.start(command, cwd=tmp_path, env={**env, "PYTHONPATH": str(SRC)})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        process.wait_until_ready(server, f"{url}/ready", timeout=90)
+        httpx.post(f"{url}/predict", json={"instances": instances}, timeout=30).raise_for_status()
+        wait_for_rows(log, 8)
+        live = log.latest(1000)
+        for _ in range(2):
+            smoke(url, sample, requests=3, wait=30)
+        wait_for_rows(log, 8 + 2 * 3 * 2)
+        after = log.latest(1000)
+    finally:
+        process.stop(server)
+
+    pd.testing.assert_frame_equal(after, live)
+
+
+def wait_for_rows(log: Reader, rows: int) -> None:
+    """The service writes its log a moment after the answer."""
+    deadline = time.monotonic() + 30
+    while log.count() < rows:
+        assert time.monotonic() < deadline, f"{log.count()} rows logged, not {rows}"
+        time.sleep(0.05)

@@ -227,6 +227,21 @@ def test_a_huge_body_is_a_413_before_parsing(client: TestClient) -> None:
     assert "fewer instances" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("body", [b"{not json", b"", b"\xff\xfe"])
+def test_feedback_that_is_not_json_is_a_422_like_predict(client: TestClient, body: bytes) -> None:
+    headers = {"Content-Type": "application/json"}
+
+    answers = [
+        client.post(path, content=body, headers=headers) for path in ("/feedback", "/predict")
+    ]
+
+    assert [answer.status_code for answer in answers] == [422, 422]
+    for answer in answers:
+        [error] = answer.json()["detail"]
+        assert error["type"] == "json_invalid"
+        assert error["loc"] == ["body"]
+
+
 @pytest.mark.parametrize(
     "content_type",
     [None, "application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"],
@@ -272,7 +287,7 @@ class BrokenSession:
 def test_what_the_model_cannot_score_is_a_422(
     client: TestClient, row: dict[str, Any], value: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runtime = client.app.state.service.predictor.runtime
+    runtime = client.app.state.service.predictor.champion.runtime
     monkeypatch.setattr(runtime, "session", BrokenSession(value, max(len(runtime.classes), 1)))
 
     response = client.post("/predict", json={"instances": [row]})
@@ -440,6 +455,42 @@ def test_docs_show_the_real_features(client: TestClient, schema: Schema) -> None
     assert set(example["instances"][0]) == set(schema.names)
     assert {"413", "422", "503"} <= set(spec["paths"]["/predict"]["post"]["responses"])
     assert client.get("/docs").status_code == 200
+
+
+def request_example(client: TestClient) -> dict[str, Any]:
+    spec = client.get("/openapi.json").json()
+    example: dict[str, Any] = spec["components"]["schemas"]["PredictRequest"]["examples"][0]
+    return example
+
+
+def test_docs_example_is_a_held_out_row(
+    settings: Settings, bundle_dir: Path, frame: pd.DataFrame, schema: Schema
+) -> None:
+    """Not each feature's midpoint (a row that never occurs) but the first row of
+    sample_request.json, which `make train` writes from the held-out data."""
+    held_out = rows(frame.iloc[100:], schema, 5)
+    (bundle_dir / "sample_request.json").write_text(json.dumps({"instances": held_out}))
+
+    with TestClient(create_app(settings)) as client:
+        example = request_example(client)
+        answer = client.post("/predict", json=example)
+
+    assert example == {"instances": held_out[:1]}
+    assert answer.status_code == 200
+
+
+@pytest.mark.parametrize("sample", ["not JSON", json.dumps({"instances": [{"bogus": 1}]})])
+def test_docs_example_without_a_usable_sample_is_still_valid(
+    settings: Settings, bundle_dir: Path, schema: Schema, sample: str
+) -> None:
+    (bundle_dir / "sample_request.json").write_text(sample)
+
+    with TestClient(create_app(settings)) as client:
+        example = request_example(client)
+        answer = client.post("/predict", json=example)
+
+    assert set(example["instances"][0]) == set(schema.names)
+    assert answer.status_code == 200
 
 
 def test_docs_load_swagger_ui_from_the_service_not_a_cdn(client: TestClient) -> None:

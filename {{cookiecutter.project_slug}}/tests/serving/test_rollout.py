@@ -12,13 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from {{ cookiecutter.package_name }}.bundle import load_bundle
+from {{ cookiecutter.package_name }}.bundle import METADATA_FILE, load_bundle, sha256
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.prediction_log.tables import connect, predictions
 from {{ cookiecutter.package_name }}.runtimes import load_runtime
 from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.serving.app import create_app
-from {{ cookiecutter.package_name }}.serving.rollout import in_canary
+from {{ cookiecutter.package_name }}.serving.predictor import in_canary
 
 REQUESTS = 2000
 
@@ -111,3 +111,25 @@ def test_rollout_without_a_challenger_serves_the_champion_and_says_so(
     assert answer.status_code == 200
     assert answer.json()["model_version"] == "1"
     assert "serving.rollout is canary; serving the champion alone: No model bundle" in caplog.text
+
+
+def test_a_pinned_champion_serves_no_challenger(
+    settings: Settings, challenger_dir: Path, frame: pd.DataFrame, schema: Schema, caplog: Any
+) -> None:
+    """serving.model_sha256 pins the champion only: a challenger nobody pinned (here, one that
+    would answer every request) is not served, and the log says why."""
+    row = records(frame, schema)[0]
+    pinned = with_rollout(settings, "canary", share=1.0)
+    pin = sha256(settings.bundle_dir / METADATA_FILE)
+    serving = pinned.serving.model_copy(update={"model_sha256": pin})
+    with (
+        caplog.at_level(logging.WARNING),
+        TestClient(create_app(pinned.model_copy(update={"serving": serving}))) as client,
+    ):
+        answer = client.post("/predict", json={"instances": [row]})
+        metadata = client.get("/metadata").json()
+
+    assert answer.status_code == 200
+    assert answer.json()["model_version"] == "1"
+    assert (metadata["rollout"], metadata["challenger_version"]) == ("off", None)
+    assert "serving.model_sha256 pins the champion only" in caplog.text

@@ -29,8 +29,8 @@ from {{ cookiecutter.package_name }}.cli import app
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.prediction_log.reader import Reader
 from {{ cookiecutter.package_name }}.schema import Schema
-from {{ cookiecutter.package_name }}.serving import server
-from {{ cookiecutter.package_name }}.serving.rollout import in_canary
+from {{ cookiecutter.package_name }}.serving import process, server
+from {{ cookiecutter.package_name }}.serving.predictor import in_canary
 from {{ cookiecutter.package_name }}.serving.server import ServeError, run
 
 PACKAGE = {{ cookiecutter.package_name }}.__name__
@@ -436,3 +436,126 @@ def test_over_the_concurrency_limit_is_a_503_at_once_and_slow_bodies_time_out(
     assert after.status_code == 200
     assert head.status_code == 200 and head.content == b""  # HEAD over real HTTP too
     assert head.headers["content-length"] == after.headers["content-length"]
+
+
+@contextlib.contextmanager
+def served(tmp_path: Path, **settings: str) -> Iterator[tuple[int, int]]:
+    """`serve` with one worker (in the `serve` process itself) and these ML_SERVING__* settings,
+    until the block ends: its port and process id."""
+    port = free_port()
+    env = {**clean_env(), **{f"ML_SERVING__{name.upper()}": v for name, v in settings.items()}}
+    command = [sys.executable, "-m", PACKAGE, "serve", "--port", str(port)]
+    service = process.start(command, cwd=tmp_path, env=env, log_file=tmp_path / "server.log")
+    try:
+        process.wait_until_ready(service, f"http://127.0.0.1:{port}/ready", timeout=90)
+        yield port, service.pid
+    finally:
+        process.stop(service)
+
+
+KEY = "k3y-for-tests"
+AUTHORIZED = {"Authorization": f"Bearer {KEY}"}
+BIG = 92_000_000  # bytes: the body that took a worker from 155 MB to 730 MB before its 401
+
+
+def post_head(port: int, path: str) -> socket.socket:
+    """A connection that has sent the headers of a big POST without the API key, no body yet."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {BIG}\r\n\r\n".encode()
+    )
+    return sock
+
+
+def resident_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+@pytest.mark.parametrize("path", ["/feedback", "/predict"])
+def test_a_body_without_the_key_is_never_read(
+    settings: Settings, bundle_dir: Path, tmp_path: Path, path: str
+) -> None:
+    """The 401 comes at once, before the body has even started; sending the 92 MB after it
+    leaves the worker's memory where it was."""
+    with served(tmp_path, api_key=KEY) as (port, pid):
+        idle = resident_mb(pid)
+        with post_head(port, path) as sock:
+            started = time.monotonic()
+            answer = sock.recv(4096)
+            waited = time.monotonic() - started
+            with contextlib.suppress(OSError):  # the server may close before all of it is sent
+                for _ in range(BIG // 2**20):
+                    sock.sendall(b" " * 2**20)
+        grown = resident_mb(pid) - idle
+
+    assert answer.startswith(b"HTTP/1.1 401"), answer
+    assert waited < 2
+    assert grown < 20
+
+
+def test_slow_bodies_without_the_key_take_no_slot(
+    settings: Settings, bundle_dir: Path, tmp_path: Path, frame: pd.DataFrame, schema: Schema
+) -> None:
+    """150 clients without the key dripping their bodies to /feedback, two slots: each gets its
+    401 at once, and authorised /predict answers 40 times out of 40 meanwhile."""
+    row = json.loads(frame[schema.names].head(1).to_json(orient="records"))[0]
+    with served(tmp_path, api_key=KEY, max_concurrency="2") as (port, _):
+        slow = [post_head(port, "/feedback") for _ in range(150)]
+        try:
+            refusals = [sock.recv(4096) for sock in slow]
+            for sock in slow:
+                sock.sendall(b"{")  # still sending
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                body = {"instances": [row]}
+                answers = [
+                    client.post("/predict", json=body, headers=AUTHORIZED).status_code
+                    for _ in range(40)
+                ]
+        finally:
+            for sock in slow:
+                sock.close()
+
+    assert all(refusal.startswith(b"HTTP/1.1 401") for refusal in refusals)
+    assert answers == [200] * 40
+
+
+def closed_by_server(sock: socket.socket, deadline: float) -> bool:
+    """Whether the server closes the connection before `deadline` (a monotonic time)."""
+    sock.settimeout(max(deadline - time.monotonic(), 0.01))
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_connections_that_never_finish_their_headers_are_closed(
+    settings: Settings, bundle_dir: Path, tmp_path: Path
+) -> None:
+    """uvicorn closes an idle connection after KEEP_ALIVE_SECONDS, but waited without end for
+    a request head that never ends (any byte restarted its wait) or never starts. Both are
+    closed now, a little after KEEP_ALIVE_SECONDS, and the service answers meanwhile."""
+    seconds = server.KEEP_ALIVE_SECONDS
+    with served(tmp_path) as (port, _):
+        started = time.monotonic()
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        dripping = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        try:
+            for sock in dripping:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(seconds / 2)
+            for sock in dripping:
+                sock.sendall(b"X-Still: here\r\n")
+            health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code
+            closed = [closed_by_server(sock, started + seconds + 5) for sock in silent + dripping]
+            waited = time.monotonic() - started
+        finally:
+            for sock in silent + dripping:
+                sock.close()
+
+    assert health == 200
+    assert all(closed), f"{closed.count(False)} of {len(closed)} connections still open"
+    assert seconds - 1 < waited < seconds + 5

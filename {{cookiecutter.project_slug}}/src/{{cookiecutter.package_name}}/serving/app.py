@@ -1,9 +1,9 @@
 """The prediction service: a FastAPI app factory; the model bundle is loaded once, in the lifespan.
 
-Without a usable bundle the service still starts: /health answers, /ready and /predict answer 503,
-and the log says once why and what to do. That is what orchestrators expect (alive, not ready).
-The 503 body names the problem only: paths and URLs stay in the server log. The routes are in
-routes.py, what they depend on in deps.py, what guards them in guards.py.
+Without a usable bundle the service still starts: /health answers, /ready and /predict answer 503
+(alive, not ready, as orchestrators expect), and the log says once why and what to do; paths and
+URLs stay in the log. The routes are in routes.py, what they depend on in deps.py, what guards
+them in guards.py.
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
 from ..config import Settings, get_settings
-from .guards import Guard, HeadAsGet, short_validation_errors
+from .deps import short_validation_errors
+from .guards import Guard
 from .predictor import Service
 from .prometheus import MetricsMiddleware
 from .routes import DOCS_ASSETS, THREADS, router
 from .schemas import FeedbackRequest
+
+REF = "#/components/schemas/{model}"
 
 
 @asynccontextmanager
@@ -35,27 +38,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: Service = app.state.service
     anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
     service.start()
-    _reload_on_sighup(service)
+    # SIGHUP (from `serve`'s supervisor, server.py) reloads the model. Signals reach only the
+    # main thread: an app run elsewhere (a test client) has nothing to install.
+    if threading.current_thread() is threading.main_thread():
+        reloads: set[asyncio.Task[None]] = set()  # referenced, so none is collected midway
+
+        def reload() -> None:
+            task = asyncio.create_task(service.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
     try:
         yield
     finally:
         service.stop()
-
-
-def _reload_on_sighup(service: Service) -> None:
-    """SIGHUP (from `serve`'s supervisor, server.py) reloads the model. Signals reach only the
-    main thread: an app run elsewhere (a test client) has nothing to install."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    loop = asyncio.get_running_loop()
-    tasks: set[asyncio.Task[None]] = set()  # a reference, so a reload is not collected midway
-
-    def start_reload() -> None:
-        task = loop.create_task(service.reload())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    signal.signal(signal.SIGHUP, lambda signum, frame: loop.call_soon_threadsafe(start_reload))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -75,7 +72,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         Guard, api_key=key, max_concurrency=serving.max_concurrency, timeout=serving.request_timeout
     )
-    app.add_middleware(HeadAsGet)
     app.add_middleware(MetricsMiddleware)  # the last added runs first: it counts every answer
     app.add_exception_handler(RequestValidationError, short_validation_errors)
     app.include_router(router)
@@ -86,28 +82,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _openapi_with_features(app: FastAPI) -> Callable[[], dict[str, Any]]:
     """The write routes read their bodies themselves (deps.py), and /predict's request model
-    exists once the bundle is loaded: their bodies are added to the OpenAPI document (built on
-    first request, after the lifespan) from the loaded schema."""
+    comes with the bundle: their bodies join the OpenAPI document when it is first asked for."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            spec = generate()
-            predictor = app.state.service.predictor
-            bodies = {"/feedback": FeedbackRequest}
-            if predictor is not None:
-                bodies["/predict"] = predictor.request_model
-            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-            for path, model in bodies.items():
-                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                schemas.update(body.pop("$defs", {}))
-                schemas[model.__name__] = body
-                content = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-                spec["paths"][path]["post"]["requestBody"] = {
-                    "required": True,
-                    "content": {"application/json": content},
-                }
-            app.openapi_schema = spec
-        return app.openapi_schema
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = generate()
+        predictor = app.state.service.predictor
+        bodies = {"/feedback": FeedbackRequest}
+        if predictor is not None:
+            bodies["/predict"] = predictor.request_model
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        for path, model in bodies.items():
+            schemas[model.__name__] = model.model_json_schema(ref_template=REF)
+            schemas.update(schemas[model.__name__].pop("$defs", {}))
+            content = {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}
+            spec["paths"][path]["post"]["requestBody"] = {"required": True, "content": content}
+        app.openapi_schema = spec
+        return spec
 
     return openapi

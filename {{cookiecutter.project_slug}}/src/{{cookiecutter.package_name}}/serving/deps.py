@@ -1,33 +1,35 @@
 """What the routes depend on, declared once as `Annotated` aliases: the service, its loaded
-predictor, and a request body read within its size limit and validated in one pass.
+predictor, and the body of a write route, read within its size limit and validated in one pass.
 
-The cheap checks come first and in the Guard middleware (guards.py): the API key and a free slot
-are checked before any of these runs, so no body is read for a client that may not send one.
+None of these runs before the Guard (guards.py) has checked the API key and taken a slot, so no
+body is read for a client that may not send one. The bodies are read here rather than by FastAPI
+because the request model comes with the loaded bundle, and pydantic validates the raw JSON
+faster than the parsed one.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails
+from pydantic import BaseModel, ValidationError
 
 from ..prediction_log.feedback import Label
-from .guards import JSON, RETRY_AFTER_SECONDS
+from .guards import JSON, RETRY
 from .predictor import Predictor, Service
 from .schemas import FeedbackRequest
 
-# Bodies: max_batch_size rows x columns x BYTES_PER_VALUE (or items x BYTES_PER_ITEM), and slack.
-BYTES_PER_VALUE = 256
-BYTES_PER_ITEM = 512
-SLACK_BYTES = 65_536
-# A body over the limit is still read (and dropped) up to this size before the 413: a client
-# that is still sending when the server answers and closes would get a reset instead.
-DRAIN_BYTES = 256 * 2**20
+# A body may hold max_batch_size rows x columns x BYTES_PER_VALUE (or items x BYTES_PER_ITEM),
+# plus SLACK_BYTES. One over that is still read and dropped up to DRAIN_BYTES before the 413:
+# a client still sending when the server answers and closes would get a reset instead.
+BYTES_PER_VALUE, BYTES_PER_ITEM, SLACK_BYTES, DRAIN_BYTES = 256, 512, 65_536, 256 * 2**20
+ECHO_CHARS = 40  # of a bad value, in a 422
+Body = TypeVar("Body", bound=BaseModel)
 
 
 async def get_service(request: Request) -> Service:
@@ -50,13 +52,9 @@ PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 async def get_logging_predictor(service: ServiceDep, predictor: PredictorDep) -> Predictor:
     """With prediction_log.mode fail_closed, no answer while the log's rows do not reach its
     database (fail_open, the default, answers and keeps the rows in the spool)."""
-    closed = service.settings.prediction_log.mode == "fail_closed"
-    if closed and predictor.prediction_log.degraded:
-        raise HTTPException(
-            503,
-            detail="The prediction log's database does not take rows: retry later.",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+    if service.settings.prediction_log.mode == "fail_closed" and predictor.prediction_log.degraded:
+        detail = "The prediction log's database does not take rows: retry later."
+        raise HTTPException(503, detail=detail, headers=RETRY)
     return predictor
 
 
@@ -70,7 +68,7 @@ async def require_json(request: Request) -> None:
         raise HTTPException(415, detail=f"Send the body as JSON: Content-Type: {JSON}.")
 
 
-# In /docs: the "Authorize" button for serving.api_key (the Guard middleware checks the key).
+# In /docs: the "Authorize" button for serving.api_key (the Guard checks the key).
 bearer = HTTPBearer(auto_error=False, description="serving.api_key, when it is set.")
 WRITE = [Depends(bearer), Depends(require_json)]
 
@@ -79,46 +77,37 @@ async def read_instances(
     request: Request, service: ServiceDep, predictor: LoggingPredictorDep
 ) -> list[dict[str, Any]]:
     """The rows of a /predict body, validated against the schema's request model."""
-    schema, batch = predictor.bundle.schema, service.settings.serving.max_batch_size
+    schema, batch = predictor.champion.bundle.schema, service.settings.serving.max_batch_size
     limit = batch * (len(schema.features) + len(schema.others)) * BYTES_PER_VALUE
-    body = await _read_body(request, limit + SLACK_BYTES, "instances")
-    try:
-        parsed = predictor.request_model.model_validate_json(body)
-    except ValidationError as exc:
-        raise _invalid(exc, "instances") from None
+    parsed = await _read(request, predictor.request_model, limit, "instances")
     # Unset: an optional column (an ID, a date...) the client did not send stays out of the log.
-    instances: list[dict[str, Any]] = parsed.model_dump(by_alias=True, exclude_unset=True)[
-        "instances"
-    ]
-    return instances
+    rows: list[dict[str, Any]] = parsed.model_dump(by_alias=True, exclude_unset=True)["instances"]
+    return rows
 
 
-InstancesDep = Annotated[list[dict[str, Any]], Depends(read_instances)]
+Instances = Annotated[list[dict[str, Any]], Depends(read_instances)]
 
 
 async def read_labels(request: Request, service: ServiceDep) -> list[Label]:
     """The items of a /feedback body, at most serving.max_batch_size of them."""
     batch = service.settings.serving.max_batch_size
-    body = await _read_body(request, batch * BYTES_PER_ITEM + SLACK_BYTES, "items")
-    try:
-        items = FeedbackRequest.model_validate_json(body).items
-    except ValidationError as exc:
-        raise _invalid(exc, "items") from None
+    items = (await _read(request, FeedbackRequest, batch * BYTES_PER_ITEM, "items")).items
     if len(items) > batch:
-        raise HTTPException(413, detail=f"{len(items)} items in one request; at most {batch}.")
+        raise _too_many(len(items), batch, "items")
     return [Label(item.request_id, item.index, item.actual) for item in items]
 
 
-LabelsDep = Annotated[list[Label], Depends(read_labels)]
+Labels = Annotated[list[Label], Depends(read_labels)]
 # The model that answers is the same for every request with the same key (canary rollout).
 RequestKey = Annotated[str | None, Header(alias="X-Request-Key", max_length=200)]
 # Traffic of a smoke check (`make smoke`): answered and logged, but not counted by monitoring.
 Traffic = Annotated[Literal["live", "smoke"], Header(alias="X-Traffic")]
 
 
-async def _read_body(request: Request, limit: int, rows: str) -> bytes:
-    """The body, or 413 when it is over `limit` bytes: at once when it says so in its
-    Content-Length, else once that many have come (the rest is read and dropped)."""
+async def _read(request: Request, model: type[Body], limit: int, rows: str) -> Body:
+    """The body validated by `model`; 413 when it is over `limit` bytes (plus SLACK_BYTES), at
+    once when its Content-Length says so, or when it has too many `rows`; else 422."""
+    limit += SLACK_BYTES
     declared = request.headers.get("content-length", "")
     received, body = 0, bytearray()
     if not (declared.isdigit() and int(declared) > limit):
@@ -130,30 +119,38 @@ async def _read_body(request: Request, limit: int, rows: str) -> bytes:
                 break
     if received > limit or (declared.isdigit() and int(declared) > limit):
         raise HTTPException(413, f"Request body over {limit} bytes: send fewer {rows} per request.")
-    return bytes(body)
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        for error in errors:
+            if error["type"] == "too_long" and error["loc"] == (rows,):
+                sent, limit = error["ctx"]["actual_length"], error["ctx"]["max_length"]
+                raise _too_many(sent, limit, rows) from None
+        located = [{**error, "loc": ("body", *error["loc"])} for error in errors]
+        raise RequestValidationError(located) from None
 
 
-def _invalid(exc: ValidationError, rows: str) -> HTTPException | RequestValidationError:
-    """413 for a batch over the limit; otherwise FastAPI's usual 422, located in the body."""
-    errors = exc.errors(include_url=False)
-    for error in errors:
-        if error["type"] == "too_long" and error["loc"] == (rows,):
-            ctx = error.get("ctx", {})
-            return HTTPException(
-                413,
-                detail=f"{ctx.get('actual_length')} {rows} in one request; at most "
-                f"{ctx.get('max_length')} (serving.max_batch_size): split the batch.",
-            )
-    return RequestValidationError([_located(error) for error in errors])
+def _too_many(sent: int, limit: int, rows: str) -> HTTPException:
+    detail = f"{sent} {rows} in one request; at most {limit} (serving.max_batch_size)"
+    return HTTPException(413, detail=f"{detail}: split the batch.")
 
 
-def _located(error: ErrorDetails) -> dict[str, Any]:
-    """Echo only a field's own value (not rows, not the body), and NaN as text: JSON has none."""
-    located: dict[str, Any] = {**error, "loc": ("body", *error["loc"])}
-    value = located.pop("input", None)
-    if not error["loc"] or isinstance(value, dict | list) or "input" not in error:
-        return located
-    located["input"] = (
-        str(value) if isinstance(value, float) and not math.isfinite(value) else value
-    )
-    return located
+async def short_validation_errors(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 (the app's handler for it), each bad value echoed short."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [_short(error) for error in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
+
+
+def _short(error: dict[str, Any]) -> dict[str, Any]:
+    """A string cut short, NaN as text (JSON has none); the body, a row or a list not at all."""
+    short = {key: value for key, value in error.items() if key != "input"}
+    value = error.get("input")
+    if "input" not in error or list(error["loc"]) == ["body"] or isinstance(value, dict | list):
+        return short
+    if isinstance(value, str) and len(value) > ECHO_CHARS:
+        value = f"{value[:ECHO_CHARS]}... ({len(value)} characters)"
+    elif isinstance(value, float) and not math.isfinite(value):
+        value = str(value)
+    return {**short, "input": value}

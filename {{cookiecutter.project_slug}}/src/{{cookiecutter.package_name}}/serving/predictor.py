@@ -1,16 +1,28 @@
-"""Scoring with the exported bundle: load it once, then turn validated rows into answers.
+"""Scoring with the exported bundles, and the challenger's rollout (serving.rollout):
 
-No web framework here: the routes hand this module plain rows and get plain values back.
-`Service` is what the app holds: the predictor once it is loaded (else why it is not), swapped
-for a new one on reload.
+    off      the champion (models/) answers every request
+    shadow   the champion answers; the challenger (models/challenger/) scores every live request
+             too, on a thread of its own after the answer is on its way, logged as shadow traffic
+    canary   serving.canary_share of requests are answered by the challenger, chosen by a hash
+             of the request key (header X-Request-Key, else the request id): the same key always
+             gets the same model
+
+No web code here: the routes hand over validated rows and get plain values back. A challenger
+that cannot be served leaves the champion serving alone, with a warning, never a service down.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import threading
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from anyio import to_thread
@@ -23,72 +35,90 @@ from ..prediction_log.tables import LIVE, SHADOW, PredictionRecord
 from ..prediction_log.writer import PredictionLog
 from ..runtimes import Runtime, load_runtime
 from .prometheus import observe_log, observe_predictions
-from .rollout import CHAMPION, Model, Rollout
 from .schemas import PredictResponse, request_model
 
 log = logging.getLogger(__name__)
+# Past this many requests waiting for the shadow thread, new ones are not shadowed: the answers
+# never wait for the challenger.
+MAX_SHADOW_BACKLOG = 1000
+
+
+@dataclass(frozen=True)
+class Model:
+    """A verified bundle, the runtime that scores with it, and its role: champion or challenger."""
+
+    role: str
+    bundle: Bundle
+    runtime: Runtime
+
+
+def in_canary(key: str, share: float) -> bool:
+    """Whether `key` falls in the first `share` of the hash space: stable across requests,
+    workers and restarts, and uniform over keys."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") < share * 2**64
 
 
 @dataclass(frozen=True)
 class Predictor:
-    """The champion's verified bundle and the runtime that scores with it, the challenger if
-    serving.rollout brings one in, and the prediction log."""
-
-    bundle: Bundle
-    runtime: Runtime
-    request_model: type[BaseModel]
+    champion: Model
+    challenger: Model | None
+    rollout: str  # serving.rollout in effect: off without a challenger
+    canary_share: float
+    request_model: type[BaseModel]  # from the champion's schema
     prediction_log: PredictionLog
-    rollout: Rollout
+    # Its thread starts with the first job: only a shadow rollout has one.
+    shadow: ThreadPoolExecutor = field(
+        init=False, default_factory=lambda: ThreadPoolExecutor(1, "shadow")
+    )
+    backlog: threading.BoundedSemaphore = field(
+        init=False, default_factory=lambda: threading.BoundedSemaphore(MAX_SHADOW_BACKLOG)
+    )
 
     @classmethod
     def load(cls, settings: Settings, prediction_log: PredictionLog | None = None) -> Predictor:
         """Load the bundles; open the prediction log unless a reload passes the open one."""
         serving = settings.serving
-        bundle = load_bundle(
-            settings.bundle_dir,
-            expected_sha256=serving.model_sha256,
-            trusted_types=serving.trusted_types,
-        )
-        if bundle.schema.task != settings.task:
+        champion = _load("champion", settings.bundle_dir, settings, serving.model_sha256)
+        schema = champion.bundle.schema
+        if schema.task != settings.task:
             raise BundleError(
-                f"{settings.bundle_dir}/ holds a {bundle.schema.task} model but config.yaml says "
-                f"task: {settings.task}. Run `make train` to export a matching model."
+                f"{settings.bundle_dir}/ holds a {schema.task} model but config.yaml says task: "
+                f"{settings.task}. Run `make train` to export a matching model."
             )
-        runtime = load_runtime(serving.runtime, bundle)
-        rollout = Rollout.load(settings, bundle)
+        challenger = _challenger(settings, champion)
         if prediction_log is None:
             config = settings.prediction_log
             prediction_log = PredictionLog(config.url, config.spool, observe_log)
             prediction_log.start()
         log.info(
             "Serving model %s version %s from %s/ with %s",
-            bundle.metadata.get("name"),
-            bundle.version,
+            champion.bundle.metadata.get("name"),
+            champion.bundle.version,
             settings.bundle_dir,
-            type(runtime).__name__,
+            type(champion.runtime).__name__,
         )
-        model = request_model(bundle.schema, serving.max_batch_size)
-        return cls(bundle, runtime, model, prediction_log, rollout)
-
-    @property
-    def champion(self) -> Model:
-        return Model(CHAMPION, self.bundle, self.runtime)
+        model = request_model(schema, serving.max_batch_size, _sample_row(settings.bundle_dir))
+        rollout = "off" if challenger is None else serving.rollout
+        return cls(champion, challenger, rollout, serving.canary_share, model, prediction_log)
 
     def predict(
         self, instances: list[dict[str, Any]], key: str | None = None, traffic: str = LIVE
     ) -> PredictResponse:
         """Score validated rows with the model the rollout picks for `key` (the request id when
-        None), log them as `traffic`, count them in the metrics; with a shadow rollout, leave
-        the challenger's scoring of the same rows for after the answer."""
-        request_id = uuid.uuid4().hex
-        created_at = datetime.now(UTC)
-        model = self.rollout.answering(key or request_id) or self.champion
+        None), log them as `traffic` and count them; a shadow rollout scores live rows with the
+        challenger too, after the answer."""
+        request_id, created_at = uuid.uuid4().hex, datetime.now(UTC)
+        model, challenger = self.champion, self.challenger
+        if self.rollout == "canary" and in_canary(key or request_id, self.canary_share):
+            model = challenger or model
 
         def log_rows(model: Model, answers: list[Any], traffic: str) -> None:
+            version = model.bundle.version
             self.prediction_log.log(
                 [
                     PredictionRecord(
-                        request_id, i, model.version, row, answer, created_at, model.role, traffic
+                        request_id, i, version, row, answer, created_at, model.role, traffic
                     )
                     for i, (row, answer) in enumerate(zip(instances, answers, strict=True))
                 ]
@@ -96,22 +126,76 @@ class Predictor:
 
         predictions, probabilities = model.runtime.score(instances)
         log_rows(model, predictions, traffic)
-        observe_predictions(model.version, predictions, self.bundle.schema.task)
-        self.rollout.shadow(
-            lambda other: log_rows(other, other.runtime.score(instances)[0], SHADOW)
-        )
+        observe_predictions(model.bundle.version, predictions, self.champion.bundle.schema.task)
+        if self.rollout == "shadow" and challenger is not None and traffic == LIVE:
+            self._in_shadow(
+                lambda: log_rows(challenger, challenger.runtime.score(instances)[0], SHADOW)
+            )
         # Built from plain Python values just above: nothing to validate again.
         return PredictResponse.model_construct(
             predictions=predictions,
-            model_version=model.version,
+            model_version=model.bundle.version,
             probabilities=probabilities,
             request_id=request_id,
         )
 
+    def _in_shadow(self, job: Callable[[], None]) -> None:
+        if not self.backlog.acquire(blocking=False):
+            log.warning("Shadow scoring is %d requests behind: skipped one.", MAX_SHADOW_BACKLOG)
+            return
+
+        def run() -> None:
+            try:
+                job()
+            except Exception:  # the challenger failing must never reach the champion's answers
+                log.exception("Shadow scoring failed")
+            finally:
+                self.backlog.release()
+
+        self.shadow.submit(run)
+
     def close(self) -> None:
-        """Let the shadow scoring finish, then write everything waiting to the log."""
-        self.rollout.close()
+        """Finish the shadow scoring, then write everything waiting to the log."""
+        self.shadow.shutdown(wait=True)
         self.prediction_log.close()
+
+
+def _load(role: str, directory: Path, settings: Settings, sha256: str | None = None) -> Model:
+    trusted = settings.serving.trusted_types
+    bundle = load_bundle(directory, expected_sha256=sha256, trusted_types=trusted)
+    return Model(role, bundle, load_runtime(settings.serving.runtime, bundle))
+
+
+def _challenger(settings: Settings, champion: Model) -> Model | None:
+    """The challenger of a shadow or canary rollout, if it can be served. Nothing pins it the
+    way serving.model_sha256 pins the champion, so with a pin set none is: whoever may write
+    models/challenger/ must not be able to answer requests."""
+    mode, directory = settings.serving.rollout, settings.challenger_dir
+    if mode == "off":
+        return None
+    try:
+        if settings.serving.model_sha256:
+            raise BundleError("serving.model_sha256 pins the champion only (unset it to try one)")
+        challenger = _load("challenger", directory, settings)
+        if challenger.bundle.schema.names != champion.bundle.schema.names:
+            raise BundleError(f"{directory}/ takes other features than the champion")
+    except BundleError as exc:
+        log.warning("serving.rollout is %s; serving the champion alone: %s", mode, exc)
+        return None
+    log.info(
+        "Rollout %s: challenger version %s from %s/", mode, challenger.bundle.version, directory
+    )
+    return challenger
+
+
+def _sample_row(directory: Path) -> dict[str, Any] | None:
+    """The first held-out row `make train` wrote next to the bundle, for the example of /docs."""
+    path = directory / "sample_request.json"
+    try:
+        row: dict[str, Any] = json.loads(path.read_text())["instances"][0]
+    except (OSError, ValueError, LookupError, TypeError):
+        return None  # the request model makes an example up
+    return row
 
 
 @dataclass
@@ -140,9 +224,9 @@ class Service:
             log.error("Reload failed, the served model stays: %s", exc)
             return
         if old is not None:
-            new = self.predictor.bundle.version
-            log.info("Reloaded: version %s replaces %s.", new, old.bundle.version)
-            await to_thread.run_sync(old.rollout.close)
+            new, replaced = self.predictor.champion.bundle.version, old.champion.bundle.version
+            log.info("Reloaded: version %s replaces %s.", new, replaced)
+            await to_thread.run_sync(old.shadow.shutdown)
 
     def stop(self) -> None:
         if self.predictor is not None:

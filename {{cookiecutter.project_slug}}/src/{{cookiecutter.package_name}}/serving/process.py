@@ -41,17 +41,14 @@ def start(
 ) -> subprocess.Popen[bytes]:
     """Start `command` in a process group of its own, so that stopping it stops its workers.
     Output goes to `log_file` when given, else to this process's output."""
-    environment = None if env is None else dict(env)
-    if log_file is None:
-        return subprocess.Popen(command, cwd=cwd, env=environment, start_new_session=True)
-    with log_file.open("wb") as out:
+    with log_file.open("wb") if log_file else contextlib.nullcontext() as out:
         return subprocess.Popen(
             command,
             cwd=cwd,
-            env=environment,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            env=None if env is None else dict(env),
             stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=None if out is None else subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -63,7 +60,7 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code
-    except (urllib.error.URLError, OSError):
+    except OSError:  # URLError included
         return None
 
 
@@ -75,9 +72,8 @@ def wait_until_ready(
     started = time.perf_counter()
     while (waited := time.perf_counter() - started) < timeout:
         if process.poll() is not None:
-            raise ServiceProcessError(
-                f"The service exited with code {process.returncode} before {url} answered."
-            )
+            code = process.returncode
+            raise ServiceProcessError(f"The service exited with code {code} before {url} answered.")
         if http_status(url, timeout=min(2.0, timeout)) == 200:
             return waited
         time.sleep(interval)
@@ -86,28 +82,21 @@ def wait_until_ready(
 
 def stop(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> bool:
     """SIGTERM the process group: the service finishes its requests and flushes its log. True
-    if it exited in time; otherwise it is killed (SIGKILL) and False is returned."""
-    if process.poll() is not None and not _group_alive(process.pid):
-        return True
+    once no process of the group is left (workers may outlive their parent briefly); after
+    `timeout`, SIGKILL and False."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None and not _group_alive(process.pid):
+        process.poll()  # reaps the parent: a zombie would still count
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
             return True
+        except PermissionError:  # a process we may not signal is still there
+            pass
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     return False
-
-
-def _group_alive(group: int) -> bool:
-    """Whether any process of the group is left (workers may outlive their parent briefly)."""
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a process we cannot signal still counts as alive
-        return True
-    return True

@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests by route and status, latency, and what the model predicts.
+"""Prometheus metrics: requests by route and status, latency, what the model predicts, and what
+the prediction log did with the rows.
 
 `serve` points PROMETHEUS_MULTIPROC_DIR at a directory its workers share, and /metrics adds up
 every worker's numbers, restarted ones included (prometheus_client's multiprocess mode).
@@ -49,8 +50,6 @@ PREDICTED_VALUES = Histogram(
     ["model_version"],
     buckets=VALUE_BUCKETS,
 )
-
-
 LOG_ROWS = Counter(
     "prediction_log_rows_total",
     "Prediction log rows: spooled, held in memory (the spool refused them), written to the "
@@ -72,14 +71,12 @@ def observe_log(outcome: str, rows: int) -> None:
         LOG_ROWS.labels(outcome).inc(rows)
 
 
-def observe_predictions(
-    model_version: str, predictions: Sequence[str | int | float], task: str
-) -> None:
+def observe_predictions(version: str, predictions: Sequence[str | int | float], task: str) -> None:
     if task == "classification":
         for label, count in Tally(str(p) for p in predictions).items():
-            PREDICTED_CLASSES.labels(model_version, label).inc(count)
+            PREDICTED_CLASSES.labels(version, label).inc(count)
     else:
-        values = PREDICTED_VALUES.labels(model_version)
+        values = PREDICTED_VALUES.labels(version)
         for value in predictions:
             values.observe(float(value))
 
@@ -94,9 +91,8 @@ def render() -> tuple[bytes, str]:
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): count and time every request.
-
-    Paths are route templates, so unknown URLs cannot blow up the number of series."""
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): count and time every request,
+    by route template, so that unknown URLs cannot blow up the number of series."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -105,8 +101,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
-        status = 500
+        start, status = time.perf_counter(), 500
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -123,8 +118,8 @@ class MetricsMiddleware:
 
 
 def _route_path(scope: Scope) -> str:
-    """The matched route's template; routes FastAPI adds itself (/openapi.json) are found by
-    path, and files of a mounted folder (/docs-assets) by the folder."""
+    """The matched route's template (a mounted folder's own path for its files); a HEAD request,
+    routed on a copy of the scope (guards.py), is matched here again by path."""
     route = scope.get("route")
     if route is not None:
         return str(route.path)

@@ -15,15 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import reason
 from ..prediction_log.feedback import record
 from ..runtimes import NotScorableError
-from .deps import (
-    WRITE,
-    InstancesDep,
-    LabelsDep,
-    LoggingPredictorDep,
-    PredictorDep,
-    RequestKey,
-    Traffic,
-)
+from .deps import WRITE, Instances, Labels, LoggingPredictorDep, PredictorDep, RequestKey, Traffic
 from .prometheus import render
 from .schemas import (
     FeedbackResponse,
@@ -44,10 +36,11 @@ THREADS = min(32, (os.cpu_count() or 1) + 4)
 DOCS_ASSETS = "/docs-assets"
 
 router = APIRouter()
+# In /docs: what each route answers when it cannot.
 NOT_READY: dict[int | str, dict[str, Any]] = {
     503: {"description": "Not ready (the server log says why), or busy: retry after a second."}
 }
-WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+REFUSED: dict[int | str, dict[str, Any]] = {
     401: {"description": "serving.api_key is set: send `Authorization: Bearer <key>`."},
     413: {"description": "Too many rows (serving.max_batch_size) or too many bytes."},
     415: {"description": "The body is not sent as `Content-Type: application/json`."},
@@ -68,7 +61,7 @@ async def ready(predictor: LoggingPredictorDep) -> ReadyResponse:
     its database (they wait in the spool; 503 instead with prediction_log.mode fail_closed)."""
     return ReadyResponse(
         status="ready",
-        model_version=predictor.bundle.version,
+        model_version=predictor.champion.bundle.version,
         prediction_log="degraded" if predictor.prediction_log.degraded else "ok",
     )
 
@@ -76,26 +69,25 @@ async def ready(predictor: LoggingPredictorDep) -> ReadyResponse:
 @router.get("/metadata", response_model=MetadataResponse, responses=NOT_READY)
 async def metadata(predictor: PredictorDep) -> MetadataResponse:
     """The served model: name, version, holdout metrics and feature schema."""
-    meta = predictor.bundle.metadata
-    challenger = predictor.rollout.challenger
+    bundle, challenger = predictor.champion.bundle, predictor.challenger
     return MetadataResponse(
-        name=str(meta.get("name", "")),
-        version=predictor.bundle.version,
-        run_id=meta.get("run_id"),
-        task=predictor.bundle.schema.task,
-        model_family=meta.get("model_family"),
-        created_at=meta.get("created_at"),
-        metrics=meta.get("metrics", {}),
-        feature_schema=predictor.bundle.schema.to_dict(),
-        rollout=predictor.rollout.mode,
-        challenger_version=None if challenger is None else challenger.version,
+        name=str(bundle.metadata.get("name", "")),
+        version=bundle.version,
+        run_id=bundle.metadata.get("run_id"),
+        task=bundle.schema.task,
+        model_family=bundle.metadata.get("model_family"),
+        created_at=bundle.metadata.get("created_at"),
+        metrics=bundle.metadata.get("metrics", {}),
+        feature_schema=bundle.schema.to_dict(),
+        rollout=predictor.rollout,
+        challenger_version=None if challenger is None else challenger.bundle.version,
     )
 
 
-@router.post("/predict", response_model=PredictResponse, dependencies=WRITE, responses=WRITE_ERRORS)
+@router.post("/predict", response_model=PredictResponse, dependencies=WRITE, responses=REFUSED)
 async def predict(
     predictor: LoggingPredictorDep,
-    instances: InstancesDep,
+    instances: Instances,
     key: RequestKey = None,
     traffic: Traffic = "live",
 ) -> Response:
@@ -106,28 +98,24 @@ async def predict(
         else:
             answer = await run_in_threadpool(predictor.predict, instances, key, traffic)
     except NotScorableError as exc:
-        raise HTTPException(
-            422, detail=f"The model cannot score these values ({exc}): check for extreme numbers."
-        ) from None
+        detail = f"The model cannot score these values ({exc}): check for extreme numbers."
+        raise HTTPException(422, detail=detail) from None
     # Serialized here, not by FastAPI: this hot path needs no second validation of plain
     # values (response_model still documents the answer).
     return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
 
 
-@router.post(
-    "/feedback", response_model=FeedbackResponse, dependencies=WRITE, responses=WRITE_ERRORS
-)
-async def feedback(predictor: PredictorDep, labels: LabelsDep) -> FeedbackResponse:
+@router.post("/feedback", response_model=FeedbackResponse, dependencies=WRITE, responses=REFUSED)
+async def feedback(predictor: PredictorDep, labels: Labels) -> FeedbackResponse:
     """The true values of logged predictions, for live quality in `make monitor`. Sending the
     same item again changes nothing; each item that is not stored is listed with why."""
-    engine, schema = predictor.prediction_log.engine, predictor.bundle.schema
+    engine, schema = predictor.prediction_log.engine, predictor.champion.bundle.schema
     try:
         result = await run_in_threadpool(record, engine, labels, schema)
     except SQLAlchemyError as exc:
         log.error("Feedback not stored: %s", reason(exc))
-        raise HTTPException(
-            503, detail="The prediction log's database is not available: send again later."
-        ) from None
+        detail = "The prediction log's database is not available: send again later."
+        raise HTTPException(503, detail=detail) from None
     return FeedbackResponse.model_validate(result, from_attributes=True)
 
 

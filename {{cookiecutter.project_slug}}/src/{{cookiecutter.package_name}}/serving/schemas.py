@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import GenericAlias
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import PydanticCustomError
 
 from ..schema import MAX_LISTED_CATEGORIES, Feature, Schema
@@ -42,15 +42,14 @@ def example_value(feature: Feature) -> float | int | str | None:
 
 def describe(feature: Feature) -> str:
     if feature.kind == "categorical":
-        listed = ", ".join(feature.categories)
         more = " (first ones listed)" if len(feature.categories) >= MAX_LISTED_CATEGORIES else ""
-        text = f"Category seen in training: {listed}{more}. Other values count as unseen."
+        seen = f"{', '.join(feature.categories)}{more}"
+        text = f"Category seen in training: {seen}. Other values count as unseen."
     elif feature.minimum is None or feature.maximum is None:
         text = f"{feature.dtype.capitalize()}."
     else:
-        text = (
-            f"{feature.dtype.capitalize()}, {feature.minimum:g} to {feature.maximum:g} in training."
-        )
+        seen = f"{feature.minimum:g} to {feature.maximum:g}"
+        text = f"{feature.dtype.capitalize()}, {seen} in training."
     return text + (" Null when missing." if feature.nullable else " Required, not null.")
 
 
@@ -63,34 +62,37 @@ def instance_model(schema: Schema) -> type[BaseModel]:
         annotation = FEATURE_TYPES[feature.dtype]
         if feature.nullable:
             annotation = annotation | None
-        fields[f"feature_{i}"] = (
-            annotation,
-            Field(
-                alias=feature.name,
-                description=describe(feature),
-                examples=[example_value(feature)],
-            ),
-        )
+        description, example = describe(feature), example_value(feature)
+        field = Field(alias=feature.name, description=description, examples=[example])
+        fields[f"feature_{i}"] = (annotation, field)
     for i, other in enumerate(schema.others):
+        description = (
+            f"Optional, not used by the model ({other.role}: {other.reason}); "
+            "kept in the prediction log when sent."
+        )
         fields[f"other_{i}"] = (
             str | int | float | bool | None,
-            Field(
-                None,
-                alias=other.name,
-                description=f"Optional, not used by the model ({other.role}: {other.reason}); "
-                "kept in the prediction log when sent.",
-            ),
+            Field(None, alias=other.name, description=description),
         )
     config = ConfigDict(extra="forbid", allow_inf_nan=False)
     model: type[BaseModel] = create_model("Instance", __config__=config, **fields)
     return model
 
 
-def request_model(schema: Schema, max_batch_size: int) -> type[BaseModel]:
-    """`{"instances": [row, ...]}` with 1 to `max_batch_size` rows."""
-    example: dict[str, Any] = {f.name: example_value(f) for f in schema.features}
+def request_model(
+    schema: Schema, max_batch_size: int, sample: dict[str, Any] | None = None
+) -> type[BaseModel]:
+    """`{"instances": [row, ...]}` with 1 to `max_batch_size` rows. Its example in /docs is
+    `sample`, a real row, when it is valid; else each feature's own example, which together may
+    make a row that never occurs."""
+    instance = instance_model(schema)
+    try:
+        instance.model_validate(sample)
+        example = sample
+    except ValidationError:
+        example = {f.name: example_value(f) for f in schema.features}
     config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"instances": [example]}]})
-    rows: Any = GenericAlias(list, instance_model(schema))  # list[Instance]
+    rows: Any = GenericAlias(list, instance)  # list[Instance]
     model: type[BaseModel] = create_model(
         "PredictRequest",
         __config__=config,

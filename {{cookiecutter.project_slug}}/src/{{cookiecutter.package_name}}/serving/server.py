@@ -1,20 +1,16 @@
 """Run the service with uvicorn; `python -m <package> serve` calls `run`.
 
-One worker (the default) runs in this process, as `uvicorn --workers 1` does: nothing to spawn,
-one process's memory. More run under uvicorn's process supervisor, which restarts a worker that
-dies. Either way:
-
-- Stopping: SIGTERM or Ctrl-C makes every worker stop accepting connections, finish the requests
-  in flight, then run the app's shutdown, which writes every queued prediction to the log.
-- Reloading: SIGHUP makes every worker (the supervisor passes it on) load models/ again beside
-  the model it serves and swap the new one in between requests (app.py). No connection is
-  closed, so no request is dropped: that is how a service picks up `make promote` or
-  `make rollback`. (uvicorn's own SIGHUP restarts the workers one by one; the old ones close
-  their idle keep-alive connections, and a request sent on one at that instant fails.)
+One worker (the default) runs in this process: nothing to spawn, one process's memory. More run
+under uvicorn's supervisor, which restarts a worker that dies. Either way, SIGTERM or Ctrl-C
+lets every worker finish its requests and write every queued prediction to the log; SIGHUP
+makes every worker load models/ again and swap the new model in between requests (app.py), so
+`make promote` or `make rollback` reaches a running service without a dropped request (uvicorn's
+own SIGHUP restarts the workers, and a request on a connection they close then fails).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -25,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 from ..config import Settings
@@ -36,8 +33,8 @@ APP_FACTORY = f"{__package__}.app:create_app"
 # Then open requests are cancelled, and the prediction log gets writer.CLOSE_SECONDS to write
 # what is queued: the whole stop fits in 25 s, below Kubernetes' default grace of 30 s.
 GRACEFUL_SHUTDOWN_SECONDS = 15
-# An idle connection is closed after this; the time a request may take is serving.request_timeout
-# and the requests in flight serving.max_concurrency (guards.py).
+# A connection that has not sent a whole request head for this long (idle, or dripping its
+# headers) is closed. The time a request may take is serving.request_timeout (guards.py).
 KEEP_ALIVE_SECONDS = 5
 # How long a worker may take to answer the supervisor's health check, e.g. while it starts on a
 # busy machine (uvicorn's default, 5 s, is short enough to have it killed and restarted).
@@ -55,9 +52,8 @@ def run(
     port: int | None = None,
     workers: int | None = None,
 ) -> None:
-    """Serve until stopped. Options left as None come from `settings.serving`.
-
-    Each worker process builds its app from config.yaml and ML_* variables, as this one did."""
+    """Serve until stopped. Options left as None come from `settings.serving`; each worker
+    process builds its app from config.yaml and ML_* variables, as this one did."""
     serving = settings.serving
     host = serving.host if host is None else host
     port = serving.port if port is None else port
@@ -76,6 +72,7 @@ def run(
         host=host,
         port=port,
         workers=workers,
+        http=HeadersDeadline,
         log_config=UVICORN_LOG_CONFIG,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
@@ -86,8 +83,7 @@ def run(
 
 
 def supervise(config: uvicorn.Config) -> None:
-    """Serve until stopped: one worker in this process, or `config.workers` worker processes
-    on one socket, kept running by uvicorn's supervisor."""
+    """One worker in this process, or `config.workers` processes under uvicorn's supervisor."""
     if config.workers == 1:
         Server(config).run()
     else:
@@ -96,8 +92,8 @@ def supervise(config: uvicorn.Config) -> None:
 
 class Server(uvicorn.Server):
     """uvicorn's server, except that once a signal has stopped it gracefully, the process exits
-    with code 0 (uvicorn raises the signal again: SIGTERM would end it with 143, and Ctrl-C with a
-    KeyboardInterrupt), as the supervisor of several workers does."""
+    with code 0, as the supervisor of several workers does (uvicorn raises the signal again:
+    SIGTERM would end it with 143, and Ctrl-C with a KeyboardInterrupt)."""
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -114,6 +110,33 @@ class Supervisor(Multiprocess):
         for process in self.processes:
             if process.pid is not None:
                 os.kill(process.pid, signal.SIGHUP)
+
+
+class HeadersDeadline(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, except that a request's headers must be complete within
+    timeout_keep_alive seconds of the connection or of the previous answer: uvicorn's own wait
+    starts again with every byte, and not at all before a first request."""
+
+    deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._wait_for_headers()
+
+    def on_headers_complete(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.timeout_keep_alive_task is not None:  # uvicorn now waits for the next request
+            self._wait_for_headers()
+
+    def _wait_for_headers(self) -> None:
+        # On time, the same as an idle connection: closed, unless it is closing already.
+        handler = self.timeout_keep_alive_handler
+        self.deadline = self.loop.call_later(self.timeout_keep_alive, handler)
 
 
 def _check_can_listen(host: str, port: int) -> None:
