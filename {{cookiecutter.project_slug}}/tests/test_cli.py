@@ -41,7 +41,7 @@ def test_invalid_config_is_reported_not_raised(
     get_settings.cache_clear()
     result = runner.invoke(app, ["evaluate"])
     assert result.exit_code == 1
-    assert "config.yaml: `task` = 'clustering'" in caplog.text
+    assert "ML_TASK (environment): `task` = 'clustering'" in caplog.text
 
 
 def test_a_yaml_syntax_error_is_one_line_without_traceback(
