@@ -20,6 +20,7 @@ TEXT_MIN_DISTINCT = 50  # free text: at least this many distinct values ...
 TEXT_DISTINCT_SHARE = 0.5  # ... making up at least this share of the rows
 DATE_SHARE = 0.95  # a text column is a date when this share of a sample parses as dates
 DATE_SAMPLE = 200
+NUMBERS_SHARE = 0.95  # text that is numbers in this share of its values is a numeric column
 
 
 @dataclass(frozen=True)
@@ -33,17 +34,19 @@ class Decision:
         return self.role in ("numeric", "categorical")
 
 
-def numbers_with_blanks(column: pd.Series) -> pd.Series | None:
-    """A text column whose non-blank values are all numbers (" " in an exported amount column),
-    as numbers with the blanks missing; None for any other column."""
+def mostly_numbers(column: pd.Series) -> tuple[pd.Series, pd.Series] | None:
+    """A text column whose non-blank values are numbers but for at most 5% ("?", "n/a"): the
+    numbers with the rest missing, and the rest; None for any other column. Blanks (" " in an
+    exported amount column) are missing numbers too."""
     if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
         return None
     text = column.astype("string").str.strip()
-    blank = text.isna() | text.eq("")
-    if blank.all():
+    filled = text.notna() & text.ne("")
+    numbers = pd.to_numeric(text.where(filled), errors="coerce").astype(float)
+    others = column[filled & numbers.isna()]
+    if not filled.any() or len(others) > (1 - NUMBERS_SHARE) * filled.sum():
         return None
-    numbers = pd.to_numeric(text.mask(blank), errors="coerce")
-    return None if numbers[~blank].isna().any() else numbers.astype(float)
+    return numbers, others
 
 
 def decide(
