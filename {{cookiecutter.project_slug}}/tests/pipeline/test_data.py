@@ -197,11 +197,11 @@ def with_source(settings: Settings, path: Path) -> Settings:
 
 
 def test_a_spreadsheet_export_with_decimal_commas_is_read_as_numbers(
-    settings: Settings, clf_frame: pd.DataFrame, tmp_path: Path
+    settings: Settings, frame: pd.DataFrame, tmp_path: Path
 ) -> None:
     """`;` between fields and `,` in numbers: what a French or German spreadsheet exports."""
     path = tmp_path / "export.csv"
-    clf_frame.to_csv(path, sep=";", decimal=",", index=False)
+    frame.to_csv(path, sep=";", decimal=",", index=False)
 
     schema = prepare(with_source(settings, path))
 
@@ -210,12 +210,12 @@ def test_a_spreadsheet_export_with_decimal_commas_is_read_as_numbers(
 
 
 def test_a_few_non_numbers_in_a_number_column_are_named_and_read_as_missing(
-    settings: Settings, clf_frame: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    settings: Settings, frame: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "survey.csv"
-    clf_frame["age"] = clf_frame["age"].astype(object)
-    clf_frame.loc[[1, 2, 3, 4, 5], "age"] = "?"
-    clf_frame.to_csv(path, index=False)
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[[1, 2, 3, 4, 5], "age"] = "?"
+    frame.to_csv(path, index=False)
 
     schema = prepare(with_source(settings, path))
 

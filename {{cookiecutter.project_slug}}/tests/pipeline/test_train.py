@@ -86,9 +86,10 @@ def test_train_selects_by_cross_validation_even_when_the_test_rows_disagree(
     prepare(settings)
     space = settings.model.search_space[settings.model.family]
     params = {name: values[0] for name, values in space.items()}
-    monkeypatch.setattr(train_module.CrossValidation, "score", lambda self, pipeline: 0.5)
-    monkeypatch.setattr(train_module, "tune", lambda settings, schema, cv: (params, 0.9))
     metric, higher_is_better = PRIMARY[settings.task]
+    tuned_cv = 0.9 if higher_is_better else 0.1  # CV scores are the metric itself (RMSE > 0)
+    monkeypatch.setattr(train_module.CrossValidation, "score", lambda self, pipeline: 0.5)
+    monkeypatch.setattr(train_module, "tune", lambda settings, schema, cv: (params, tuned_cv))
     # fit_candidates evaluates the baseline first, then the tuned model.
     test_scores = iter([1.0, 0.0] if higher_is_better else [0.0, 1e6])
     real_evaluate = train_module.evaluate

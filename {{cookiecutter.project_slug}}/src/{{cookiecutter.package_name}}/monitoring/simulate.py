@@ -121,7 +121,6 @@ def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST one batch; return the answer."""
     try:
         response = client.post(path, json=body)
     except httpx.ConnectError as exc:

@@ -7,12 +7,14 @@ data and the API accepts them, so a client may send whole rows; the model never 
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from dataclasses import dataclass
 
 import pandas as pd
 
+log = logging.getLogger(__name__)
 # Named like an identifier: id, ID, customer_id, order-uuid, customerID, userId; not paid, valid.
 ID_WORD = re.compile(r"(^|[_\s.-])(id|uuid|guid)$|^(id|uuid|guid)([_\s.-]|$)", re.IGNORECASE)
 ID_CAMEL = re.compile(r"[a-z](ID|Id|UUID|Uuid)$")
@@ -47,6 +49,28 @@ def mostly_numbers(column: pd.Series) -> tuple[pd.Series, pd.Series] | None:
     if not filled.any() or len(others) > (1 - NUMBERS_SHARE) * filled.sum():
         return None
     return numbers, others
+
+
+def numbers_or_text(column: pd.Series) -> pd.Series:
+    """Numbers stay numbers; text that is numbers but for blanks and a few other values ("?")
+    becomes numbers with those missing; anything else is a category, as text everywhere (data,
+    API, monitoring): True -> "True", 3 -> "3"."""
+    found = mostly_numbers(column)
+    if found is not None:
+        numbers, others = found
+        if others.empty:
+            blanks = int(numbers.isna().sum() - column.isna().sum())
+            log.info("Column %r: numbers, %d blank value(s) read as missing.", column.name, blanks)
+        else:
+            log.warning(
+                "Column %r: numbers but for %d value(s), read as missing: %s. Fix them in the "
+                "data if they mean something.",
+                *(column.name, len(others), ", ".join(map(repr, others.unique()[:5]))),
+            )
+        return numbers
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return column
+    return column.where(column.isna(), column.astype(str))
 
 
 def decide(

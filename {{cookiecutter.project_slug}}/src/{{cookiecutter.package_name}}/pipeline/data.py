@@ -140,7 +140,7 @@ def clean(df: pd.DataFrame, target: str, task: str, ignore: Collection[str] = ()
     if len(df) < MIN_ROWS:
         raise DataError(f"Only {len(df)} rows with a target: at least {MIN_ROWS} are needed.")
     for column in df.columns.drop(target):
-        df[column] = _as_numbers_or_text(df[column])
+        df[column] = columns.numbers_or_text(df[column])
     if task == "regression" and not pd.api.types.is_numeric_dtype(df[target]):
         raise DataError(
             f"Target {target!r} is not numeric (e.g. {df[target].iloc[0]!r}): did you mean "
@@ -149,28 +149,6 @@ def clean(df: pd.DataFrame, target: str, task: str, ignore: Collection[str] = ()
     if task == "classification":
         _check_classes(df[target], target)
     return df
-
-
-def _as_numbers_or_text(column: pd.Series) -> pd.Series:
-    """Numbers stay numbers; text that is numbers but for blanks and a few other values ("?")
-    becomes numbers with those missing; anything else is a category, as text everywhere (data,
-    API, monitoring): True -> "True", 3 -> "3"."""
-    found = columns.mostly_numbers(column)
-    if found is not None:
-        numbers, others = found
-        if others.empty:
-            blanks = int(numbers.isna().sum() - column.isna().sum())
-            log.info("Column %r: numbers, %d blank value(s) read as missing.", column.name, blanks)
-        else:
-            log.warning(
-                "Column %r: numbers but for %d value(s), read as missing: %s. Fix them in the "
-                "data if they mean something.",
-                *(column.name, len(others), ", ".join(map(repr, others.unique()[:5]))),
-            )
-        return numbers
-    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-        return column
-    return column.where(column.isna(), column.astype(str))
 
 
 def _check_classes(y: pd.Series, target: str) -> None:

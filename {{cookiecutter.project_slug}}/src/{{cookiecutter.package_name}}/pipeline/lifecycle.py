@@ -27,18 +27,8 @@ from mlflow.tracking import MlflowClient
 from ..bundle import METADATA_FILE, save_bundle
 from ..config import Settings
 from ..errors import UserError
+from . import registry
 from .onnx_export import Parity, export_onnx
-from .registry import (
-    CHALLENGER,
-    CHAMPION,
-    Promotion,
-    Training,
-    crown,
-    history,
-    start_tracking,
-    step_back,
-    version_by_alias,
-)
 
 log = logging.getLogger(__name__)
 RUN_FOLDER = "bundle"  # where a model's run keeps a copy of its exported files
@@ -51,7 +41,7 @@ class LifecycleError(UserError):
 
 
 def export_bundle(
-    settings: Settings, training: Training, promotion: Promotion, directory: Path
+    settings: Settings, training: registry.Training, promotion: registry.Promotion, directory: Path
 ) -> Parity | None:
     """Write the run's best model to `directory` with a sample request and its plots; with
     serving.runtime onnx, also as ONNX checked against the pipeline on the test rows (its
@@ -130,15 +120,15 @@ def _clear(directory: Path) -> None:
 def promote(settings: Settings) -> str:
     """Make `@challenger` the champion; return its version."""
     client, name = _registry(settings)
-    challenger = version_by_alias(client, name, CHALLENGER)
+    challenger = registry.version_by_alias(client, name, registry.CHALLENGER)
     if challenger is None:
         raise LifecycleError(
-            f"Model {name} has no @{CHALLENGER} to promote: `make train` makes one when a new "
+            f"Model {name} has no @challenger to promote: `make train` makes one when a new "
             "model does not beat the champion on the holdout rows."
         )
     version = str(challenger.version)
     _restore_or_fail(settings, version, challenger.run_id)
-    crown(client, name, version)
+    registry.crown(client, name, version)
     remove_challenger(settings)
     _reload_hint(settings, version)
     return version
@@ -147,21 +137,21 @@ def promote(settings: Settings) -> str:
 def rollback(settings: Settings) -> str:
     """Give `@champion` back to the previous champion; return its version."""
     client, name = _registry(settings)
-    versions = history(client, name)
+    versions = registry.history(client, name)
     if len(versions) < 2:
         raise LifecycleError(
             f"Model {name} has no previous champion to roll back to (champions so far: "
             f"{', '.join(versions) or 'none'})."
         )
     _restore_or_fail(settings, versions[-2], client.get_model_version(name, versions[-2]).run_id)
-    step_back(client, name)
-    log.info("Rolled back: v%s left, v%s is @%s again.", versions[-1], versions[-2], CHAMPION)
+    registry.step_back(client, name)
+    log.info("Rolled back: v%s left, v%s is @champion again.", versions[-1], versions[-2])
     _reload_hint(settings, versions[-2])
     return versions[-2]
 
 
 def _registry(settings: Settings) -> tuple[MlflowClient, str]:
-    start_tracking(settings)
+    registry.start_tracking(settings)
     client, name = MlflowClient(), settings.model.registered_name
     try:
         client.get_registered_model(name)

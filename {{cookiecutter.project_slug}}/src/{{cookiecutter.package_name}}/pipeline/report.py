@@ -169,12 +169,10 @@ def _serving(parity: Parity | None) -> list[str]:
 
 
 def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
-    """A Markdown table."""
     return [f"| {' | '.join(row)} |" for row in [header, ["---"] * len(header), *rows]]
 
 
 def _metric_rows(metrics: Iterable[str], scores: list[dict[str, float]]) -> list[list[str]]:
-    """One row per metric: its value in each of `scores`."""
     return [[m, *(f"{s.get(m, float('nan')):.4f}" for s in scores)] for m in metrics]
 
 

@@ -166,8 +166,9 @@ def tune(settings: Settings, schema: Schema, cv: CrossValidation) -> tuple[dict[
     sampler = list(ParameterSampler(space, n_iter=settings.model.n_iter, random_state=seed))
     scored = []
     for i, params in enumerate(sampler, start=1):
-        scored.append((params, cv.score(build_pipeline(schema, family, seed, params))))
-        log.info("Search %d/%d: cv %s=%.4f %s", i, len(sampler), metric, scored[-1][1], params)
+        score = cv.score(build_pipeline(schema, family, seed, params))
+        log.info("Search %d/%d: cv %s=%.4f %s", i, len(sampler), metric, score, params)
+        scored.append((params, score))
     sign = 1 if HIGHER_IS_BETTER[metric] else -1
     return max(scored, key=lambda pair: sign * pair[1])  # on a tie, the first
 
