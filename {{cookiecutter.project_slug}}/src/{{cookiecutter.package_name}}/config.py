@@ -58,6 +58,8 @@ class DataSettings(Section):
     target: str = "target"
     query: str | None = None
     csv_sep: str | None = None  # None: detected from the file
+    csv_decimal: str | None = None  # None: detected ("," in many European spreadsheet exports)
+    csv_encoding: str = "utf-8"  # e.g. cp1252 or latin-1 for a file saved by Excel on Windows
     id_columns: list[str] = Field(default_factory=list)  # never features; logged when sent
     drop_columns: list[str] = Field(default_factory=list)  # never features
     test_size: float = Field(0.2, gt=0, lt=1)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # better. Classification: F1 macro, as every class counts alike; regression: RMSE, in the
 # target's unit.
 PRIMARY = {"classification": ("f1_macro", True), "regression": ("rmse", False)}
+HIGHER_IS_BETTER = dict(PRIMARY.values())  # metric name -> whether higher is better
 
 
 def primary_metric(task: str) -> str:

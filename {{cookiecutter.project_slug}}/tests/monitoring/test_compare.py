@@ -93,6 +93,16 @@ def test_compare_without_challenger_traffic_says_what_to_do(
         compare(settings)
 
 
-def test_compare_without_a_challenger_says_so(settings: Settings, bundle_dir: Path) -> None:
-    with pytest.raises(CompareError, match="Nothing to compare: No model bundle in"):
+def test_compare_before_any_training_says_to_train(settings: Settings) -> None:
+    with pytest.raises(CompareError, match=r"Nothing to compare: No model bundle in .*make train"):
         compare(settings)
+
+
+def test_compare_without_a_challenger_says_how_one_is_made(
+    settings: Settings, bundle_dir: Path
+) -> None:
+    """After one `make train` there is a champion: training again is not enough by itself."""
+    with pytest.raises(CompareError, match="no challenger to compare with champion v1") as e:
+        compare(settings)
+    assert "does not beat the champion" in str(e.value) and "`make promote`" not in str(e.value)
+    assert "run `make train` first" not in str(e.value)

@@ -193,6 +193,35 @@ def test_a_feature_missing_from_every_prediction_is_named(settings: Settings) ->
         monitor(settings)
 
 
+@pytest.mark.parametrize(
+    ("reference", "cause"),
+    [
+        ("changed", "the data changed since model v1 was trained"),
+        ("unchanged", "the clients stopped sending them. Fix the clients; retraining will not"),
+    ],
+)
+def test_a_feature_in_no_prediction_is_told_apart_from_a_data_change(
+    settings: Settings, bundle_dir: Path, reference: str, cause: str
+) -> None:
+    """The served model v1 takes age, visits, plan and score. A reference from changed data adds
+    `region`, which v1 never took: retraining is the fix. Clients that stop sending `score`,
+    which v1 takes, are not fixed by retraining."""
+    frame = make_frame(400, seed=1)
+    if reference == "changed":
+        frame["region"] = np.resize(["north", "south"], len(frame))
+    schema = Schema.infer(frame, "target", settings.task)
+    schema.save(schema_path(settings.data.processed_dir))
+    frame.to_parquet(settings.data.processed_dir / "reference.parquet")
+    sent = make_frame(60, seed=2)[["age", "visits", "plan", "score"]]
+    log_predictions(settings, sent if reference == "changed" else sent.drop(columns="score"))
+
+    with pytest.raises(MonitoringError) as raised:
+        monitor(settings)
+
+    missing = "region" if reference == "changed" else "score"
+    assert f"Feature(s) {missing} " in str(raised.value) and cause in str(raised.value)
+
+
 def test_cli_fails_on_drift_only_when_asked(settings: Settings) -> None:
     schema = write_reference(settings)
     log_predictions(settings, traffic(schema, 60, drift=True))

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.pipeline.columns import decide, numbers_with_blanks
+from {{ cookiecutter.package_name }}.pipeline.columns import decide, mostly_numbers
 from {{ cookiecutter.package_name }}.pipeline.data import DataError, prepare
 
 
@@ -62,7 +62,11 @@ def test_roles_from_values_and_names(name: str, values: list[object], role: str)
     assert decision.role == role, decision
 
 
-def test_numbers_with_blanks_only_for_all_numeric_text() -> None:
-    assert numbers_with_blanks(pd.Series(["1.5", " ", "2"])).tolist()[::2] == [1.5, 2.0]
-    assert numbers_with_blanks(pd.Series(["1.5", "n/a", "2"])) is None
-    assert numbers_with_blanks(pd.Series([1.5, 2.0])) is None
+def test_mostly_numbers_only_for_numeric_text_but_for_blanks_and_a_few_others() -> None:
+    numbers, others = mostly_numbers(pd.Series(["1.5", " ", "2"]))  # type: ignore[misc]
+    assert numbers.tolist()[::2] == [1.5, 2.0] and others.empty
+    assert mostly_numbers(pd.Series(["1.5", "n/a", "2"])) is None
+    assert mostly_numbers(pd.Series([1.5, 2.0])) is None
+    numbers, others = mostly_numbers(pd.Series([*map(str, range(95)), *["?"] * 5]))  # type: ignore[misc]
+    assert numbers.isna().sum() == 5 and others.tolist() == ["?"] * 5
+    assert mostly_numbers(pd.Series([*map(str, range(94)), *["?"] * 6])) is None

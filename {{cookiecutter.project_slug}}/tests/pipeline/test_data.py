@@ -188,3 +188,48 @@ def test_many_integer_classes_suggest_regression(clf_frame: pd.DataFrame) -> Non
 def test_a_text_target_for_regression_suggests_classification(clf_frame: pd.DataFrame) -> None:
     with pytest.raises(DataError, match="did you mean `task: classification`"):
         clean(clf_frame, "target", "regression")
+
+
+def with_source(settings: Settings, path: Path) -> Settings:
+    return settings.model_copy(
+        update={"data": settings.data.model_copy(update={"source": str(path)})}
+    )
+
+
+def test_a_spreadsheet_export_with_decimal_commas_is_read_as_numbers(
+    settings: Settings, frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    """`;` between fields and `,` in numbers: what a French or German spreadsheet exports."""
+    path = tmp_path / "export.csv"
+    frame.to_csv(path, sep=";", decimal=",", index=False)
+
+    schema = prepare(with_source(settings, path))
+
+    assert schema.numeric == ["age", "visits", "score"]
+    assert schema.categorical == ["plan"]
+
+
+def test_a_few_non_numbers_in_a_number_column_are_named_and_read_as_missing(
+    settings: Settings, frame: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "survey.csv"
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[[1, 2, 3, 4, 5], "age"] = "?"
+    frame.to_csv(path, index=False)
+
+    schema = prepare(with_source(settings, path))
+
+    assert "age" in schema.numeric
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "'age'" in warning and "5" in warning and "'?'" in warning
+
+
+def test_a_latin_1_csv_is_told_as_an_encoding_problem(tmp_path: Path) -> None:
+    path = tmp_path / "cities.csv"
+    rows = "".join(f"Paris,{i}\n" for i in range(3000)) + "Besançon,1\n"
+    path.write_bytes(("city,visits\n" + rows).encode("latin-1"))
+
+    with pytest.raises(DataError, match=r"not utf-8 text \(byte 0xe7 .*data.csv_encoding") as e:
+        load(str(path))
+    assert "position" not in str(e.value) and "separator" not in str(e.value)
+    assert load(str(path), csv_encoding="latin-1")["city"].iloc[-1] == "Besançon"

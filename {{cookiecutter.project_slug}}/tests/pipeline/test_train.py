@@ -1,4 +1,5 @@
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -7,10 +8,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
+from conftest import make_frame
 from {{ cookiecutter.package_name }}.bundle import load_bundle
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.metrics import PRIMARY, primary_metric
-from {{ cookiecutter.package_name }}.pipeline import registry
+from {{ cookiecutter.package_name }}.pipeline import evaluate as evaluate_module
 from {{ cookiecutter.package_name }}.pipeline import train as train_module
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
 from {{ cookiecutter.package_name }}.pipeline.evaluate import Evaluation
@@ -84,9 +86,10 @@ def test_train_selects_by_cross_validation_even_when_the_test_rows_disagree(
     prepare(settings)
     space = settings.model.search_space[settings.model.family]
     params = {name: values[0] for name, values in space.items()}
-    monkeypatch.setattr(train_module.CrossValidation, "score", lambda self, pipeline: 0.5)
-    monkeypatch.setattr(train_module, "tune", lambda settings, schema, cv: (params, 0.9))
     metric, higher_is_better = PRIMARY[settings.task]
+    tuned_cv = 0.9 if higher_is_better else 0.1  # CV scores are the metric itself (RMSE > 0)
+    monkeypatch.setattr(train_module.CrossValidation, "score", lambda self, pipeline: 0.5)
+    monkeypatch.setattr(train_module, "tune", lambda settings, schema, cv: (params, tuned_cv))
     # fit_candidates evaluates the baseline first, then the tuned model.
     test_scores = iter([1.0, 0.0] if higher_is_better else [0.0, 1e6])
     real_evaluate = train_module.evaluate
@@ -114,14 +117,16 @@ def test_a_losing_retrain_leaves_models_byte_identical_and_becomes_the_challenge
 ) -> None:
     before = bundle_files(trained.bundle_dir)
     calls: list[int] = []
-    real = registry.compute_metrics
+    real = evaluate_module.compute_metrics
 
     def counting(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
         calls.append(len(X))
         return real(task, model, X, y)
 
-    monkeypatch.setattr(registry, "compute_metrics", counting)
-    promotion = train(trained)
+    training = train_module.fit(trained)
+    monkeypatch.setattr(evaluate_module, "compute_metrics", counting)
+    promotion = train_module.gate(trained, training)
+    train_module.export(trained, training, promotion)
 
     assert not promotion.promoted
     assert "does not beat the champion" in promotion.reason
@@ -221,3 +226,81 @@ def test_runtime_sklearn_exports_no_onnx(settings: Settings) -> None:
     assert set(bundle.metadata["files"]) == {"model.skops"}
     assert bundle.metadata["onnx_parity"] is None
     assert "serving.runtime: sklearn" in (bundle.directory / "model_card.md").read_text()
+
+
+def test_a_model_on_a_changed_feature_schema_is_a_challenger_until_promoted(
+    trained: Settings, tmp_path: Path
+) -> None:
+    """A column added, one removed and one retyped: the champion cannot be compared with the
+    new model on the same features, so it stays until someone checks and runs `make promote`."""
+    before = (trained.bundle_dir / "metadata.json").read_bytes()
+    data = pd.read_csv(trained.data.source).drop(columns="score")
+    data["visits"] = "v" + data["visits"].astype(str)
+    data["region"] = ["north", "south", "east"] * (len(data) // 3)
+    changed_csv = tmp_path / "changed.csv"
+    data.to_csv(changed_csv, index=False)
+    changed = trained.model_copy(
+        update={"data": trained.data.model_copy(update={"source": str(changed_csv)})}
+    )
+    prepare(changed)
+
+    promotion = train(changed)
+
+    assert not promotion.promoted
+    assert "feature schema changed" in promotion.reason
+    assert "added: region" in promotion.reason and "removed: score" in promotion.reason
+    assert "visits (numeric integer -> categorical string)" in promotion.reason
+    assert "make promote" in promotion.reason
+    assert (trained.bundle_dir / "metadata.json").read_bytes() == before
+    assert load_bundle(trained.challenger_dir).version == promotion.version
+
+
+def on_data(settings: Settings, frame: pd.DataFrame, task: str) -> Settings:
+    """The settings fixture on `frame` for `task`, with the family every task can search."""
+    frame.to_csv("other.csv", index=False)
+    return settings.model_copy(
+        update={
+            "task": task,
+            "data": settings.data.model_copy(update={"source": "other.csv"}),
+            "model": settings.model.model_copy(update={"family": "hist_gradient_boosting"}),
+        }
+    )
+
+
+def test_regression_shows_rmse_not_the_negated_score_sklearn_maximises(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    regression = on_data(settings, make_frame(task="regression"), "regression")
+    prepare(regression)
+
+    train(regression)
+
+    assert "neg_" not in caplog.text
+    shown = [float(value) for value in re.findall(r"cv rmse=(-?[\d.]+)", caplog.text)]
+    assert len(shown) >= 3 and min(shown) > 0
+    runs = runs_by_name(regression)
+    assert all(run.data.metrics["cv_rmse"] > 0 for run in runs.values())
+    card = (regression.bundle_dir / "model_card.md").read_text()
+    assert "(mean `rmse`, lower is better)" in card
+
+
+def test_training_output_has_no_mlflow_noise(
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    """Integer class labels (MLflow's integer-column hint), no pip in the environment (its
+    version warning), a second run reading the champion's files (download progress bars)."""
+    numbered = make_frame(task="classification")
+    numbered["target"] = (numbered["target"] == "yes").astype(int)
+    labels = on_data(settings, numbered, "classification")
+    prepare(labels)
+
+    train(labels)
+    train(labels)
+
+    assert not [w for w in recwarn if "Inferred schema contains integer" in str(w.message)]
+    assert "Failed to resolve installed pip version" not in caplog.text
+    assert "Downloading artifacts" not in capsys.readouterr().err

@@ -16,12 +16,13 @@ import urllib.request
 from urllib.parse import urlsplit
 
 from ..config import Settings
-from .drift import DriftSummary
+from .drift import DriftSummary, shortlist
 from .quality import QualitySummary
 
 log = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 10
 MAX_CHARACTERS = 1900  # Discord refuses messages over 2000 characters
+GITHUB_RUN = ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
 
 
 def notify(settings: Settings, drift: DriftSummary, quality: QualitySummary) -> list[str]:
@@ -33,7 +34,8 @@ def notify(settings: Settings, drift: DriftSummary, quality: QualitySummary) -> 
         log.info("No alert sent: set ML_MONITORING__ALERT_WEBHOOK_URL to get one.")
     elif found:
         where = where_to_look(str(settings.monitoring.reports_dir))
-        send(url, message(settings.model.registered_name, found, where))
+        text = f"[{settings.model.registered_name}] {' '.join(found)} See {where}"
+        send(url, {"text": text[:MAX_CHARACTERS], "content": text[:MAX_CHARACTERS]})
     return found
 
 
@@ -41,11 +43,9 @@ def findings(drift: DriftSummary, quality: QualitySummary) -> list[str]:
     """One sentence per problem, for people reading a chat channel."""
     found = []
     if drift.drift_detected:
-        more = "..." if len(drift.drifted_columns) > 5 else ""
-        names = ", ".join(drift.drifted_columns[:5]) + more
         found.append(
             f"Data drift: {len(drift.drifted_columns)} of {len(drift.columns)} features drifted "
-            f"({names}) in the latest {drift.rows_compared} predictions."
+            f"({shortlist(drift.drifted_columns)}) in the latest {drift.rows_compared} predictions."
         )
     metric = quality.primary_metric
     for version, result in quality.versions.items():
@@ -60,17 +60,12 @@ def findings(drift: DriftSummary, quality: QualitySummary) -> list[str]:
 
 def where_to_look(report: str) -> str:
     """The CI run that found it (GitHub Actions, GitLab CI), else the report's path."""
-    env = os.environ
-    if all(env.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")):
-        server, repo, run = env["GITHUB_SERVER_URL"], env["GITHUB_REPOSITORY"], env["GITHUB_RUN_ID"]
-        return f"{server}/{repo}/actions/runs/{run}"
-    return env.get("CI_JOB_URL") or report
-
-
-def message(project: str, findings: list[str], where: str) -> dict[str, str]:
-    text = f"[{project}] " + " ".join(findings) + f" See {where}"
-    text = text[:MAX_CHARACTERS]
-    return {"text": text, "content": text}
+    github = [
+        os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
+    ]
+    if all(github):
+        return "{}/{}/actions/runs/{}".format(*github)
+    return os.environ.get("CI_JOB_URL") or report
 
 
 def send(url: str, body: dict[str, str]) -> bool:
@@ -78,12 +73,8 @@ def send(url: str, body: dict[str, str]) -> bool:
     if urlsplit(url).scheme not in {"http", "https"}:
         log.error("Alert not sent: monitoring.alert_webhook_url must be an http(s) URL.")
         return False
-    request = urllib.request.Request(  # the scheme is checked above: no file:// here
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
+    headers = {"Content-Type": "application/json"}  # the scheme is checked above: no file://
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
             response.read()
@@ -91,8 +82,7 @@ def send(url: str, body: dict[str, str]) -> bool:
         log.error("Alert not sent to %s: it answered %s %s.", mask(url), exc.code, exc.reason)
         return False
     except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        log.error("Alert not sent to %s: %s.", mask(url), reason)
+        log.error("Alert not sent to %s: %s.", mask(url), getattr(exc, "reason", None) or exc)
         return False
     log.info("Alert sent to %s.", mask(url))
     return True

@@ -13,7 +13,9 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..bundle import BundleError, load_bundle
+import pandas as pd
+
+from ..bundle import METADATA_FILE, BundleError, load_bundle
 from ..config import Settings
 from ..errors import UserError
 from ..metrics import live_scores
@@ -49,10 +51,15 @@ class Comparison:
 def compare(settings: Settings) -> Comparison:
     """Compare, log a short table and write reports/compare_summary.json."""
     try:
-        champion, challenger = (
-            load_bundle(settings.bundle_dir),
-            load_bundle(settings.challenger_dir),
-        )
+        champion = load_bundle(settings.bundle_dir)
+        if not (settings.challenger_dir / METADATA_FILE).is_file():
+            raise CompareError(
+                f"There is no challenger to compare with champion v{champion.version}: `make "
+                f"train` puts one in {settings.challenger_dir}/ when the model it trains does not "
+                "beat the champion, or has other features. Train one (on other data, or with "
+                "other model settings), then serve with serving.rollout shadow or canary."
+            )
+        challenger = load_bundle(settings.challenger_dir)
     except BundleError as exc:
         raise CompareError(f"Nothing to compare: {exc}") from None
     reader = Reader(settings.prediction_log.url)
@@ -62,25 +69,33 @@ def compare(settings: Settings) -> Comparison:
             f"The prediction log has no answer of challenger v{challenger.version}: serve with "
             "serving.rollout shadow or canary and send traffic (make simulate) first."
         )
-    labels = reader.labels()
+    labels, task = reader.labels(), champion.schema.task
     ours, theirs = rows.get(champion.version, {}), rows[challenger.version]
-    paired = [(ours[k], theirs[k]) for k in ours.keys() & theirs.keys()]
-    task = champion.schema.task
+    classification = task == "classification"
+    paired = [(ours[key], theirs[key]) for key in ours.keys() & theirs.keys()]
+    differences = [a == b if classification else abs(a - b) for a, b in paired]
+    mean = sum(differences) / len(differences) if differences else None
     result = Comparison(
         task=task,
         champion=_summary(champion.version, ours, labels, task),
         challenger=_summary(challenger.version, theirs, labels, task),
-        paired_rows=len(paired),
-        agreement=_mean([a == b for a, b in paired]) if task == "classification" else None,
-        mean_abs_difference=_mean([abs(a - b) for a, b in paired])
-        if task == "regression"
-        else None,
+        paired_rows=len(differences),
+        agreement=mean if classification else None,
+        mean_abs_difference=None if classification else mean,
     )
     settings.monitoring.reports_dir.mkdir(parents=True, exist_ok=True)
     path = settings.monitoring.reports_dir / SUMMARY_FILE
     path.write_text(json.dumps(asdict(result), indent=2))
-    for line in _table(result):
-        log.info("%s", line)
+    roles = {"champion": result.champion, "challenger": result.challenger}
+    table = pd.DataFrame([{**asdict(role), **role.live} for role in roles.values()], roles)
+    if mean is None:
+        pairing = "No shadowed rows to pair (canary answers each row with one model)."
+    elif classification:
+        pairing = f"Agreement on {len(differences)} shadowed rows: {mean:.1%}"
+    else:
+        pairing = f"Mean absolute difference on {len(differences)} shadowed rows: {mean:.4f}"
+    text = table.drop(columns="live").to_string(float_format="{:.4f}".format, na_rep="-")
+    log.info("Champion and challenger on the logged traffic:\n%s\n%s", text, pairing)
     log.info("Latency: %s. Summary: %s", result.latency, path)
     return result
 
@@ -90,33 +105,7 @@ def _summary(
 ) -> RoleSummary:
     pairs = [(labels[k], p) for k, p in answers.items() if k in labels]
     summary = RoleSummary(version, len(answers), len(pairs))
-    if not pairs:
-        return summary
-    actual, predicted = zip(*pairs, strict=True)
-    summary.live = live_scores(task, list(actual), list(predicted))
+    if pairs:
+        actual, predicted = zip(*pairs, strict=True)
+        summary.live = live_scores(task, list(actual), list(predicted))
     return summary
-
-
-def _mean(values: list[Any]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _table(result: Comparison) -> list[str]:
-    metrics = sorted({*result.champion.live, *result.challenger.live})
-    lines = [
-        f"{'role':<11} {'version':>7} {'rows':>7} {'labelled':>8} "
-        + " ".join(f"{m:>9}" for m in metrics)
-    ]
-    for role, s in (("champion", result.champion), ("challenger", result.challenger)):
-        values = " ".join(f"{s.live[m]:>9.4f}" if m in s.live else f"{'-':>9}" for m in metrics)
-        lines.append(f"{role:<11} {s.version:>7} {s.rows:>7} {s.labelled:>8} {values}")
-    if result.agreement is not None:
-        lines.append(f"Agreement on {result.paired_rows} shadowed rows: {result.agreement:.1%}")
-    elif result.mean_abs_difference is not None:
-        lines.append(
-            f"Mean absolute difference on {result.paired_rows} shadowed rows: "
-            f"{result.mean_abs_difference:.4f}"
-        )
-    else:
-        lines.append("No shadowed rows to pair (canary answers each row with one model).")
-    return lines

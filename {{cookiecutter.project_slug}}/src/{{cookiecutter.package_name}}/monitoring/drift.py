@@ -14,7 +14,8 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
 from evidently.presets import DataDriftPreset
 
-from ..config import Settings
+from ..bundle import BundleError, load_bundle
+from ..config import MonitoringSettings, Settings
 from ..errors import UserError
 from ..prediction_log.reader import Reader
 from ..processed import read_reference
@@ -55,9 +56,6 @@ class DriftSummary:
     generated_at: str
     report_path: Path
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "report_path": str(self.report_path)}
-
 
 def monitor(settings: Settings) -> DriftSummary:
     """The `monitor` stage: write reports/drift_report.html and drift_summary.json."""
@@ -68,47 +66,38 @@ def monitor(settings: Settings) -> DriftSummary:
     # answer, so it is removed before anything can fail.
     report_path.unlink(missing_ok=True)
     summary_path.unlink(missing_ok=True)
-
-    raw_reference, schema = read_reference(settings.data.processed_dir)
-    reference = as_schema_frame(raw_reference, schema)
-    logged = read_window(settings.prediction_log.url, cfg.window, cfg.min_rows)
-    current = as_schema_frame(logged, schema)
-    _check_not_empty(current)
-
+    reference, schema = read_reference(settings.data.processed_dir)
+    logged = Reader(settings.prediction_log.url).latest(cfg.window)
+    if len(logged) < cfg.min_rows:
+        raise MonitoringError(
+            f"Only {len(logged)} predictions logged, at least {cfg.min_rows} are needed for a "
+            "drift report that means something (monitoring.min_rows): start the service (`make "
+            "serve`) and send it traffic (`make simulate`)."
+        )
+    _check_every_feature_sent(logged, schema, settings.bundle_dir)
+    current, reference = as_schema_frame(logged, schema), as_schema_frame(reference, schema)
     snapshot = drift_report(current, reference, schema, cfg.drift_share)
     cfg.reports_dir.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(report_path))
-    summary = summarize(
-        snapshot.dict(),
-        drift_share=cfg.drift_share,
-        logged=logged,
-        reference_rows=len(reference),
-        window=cfg.window,
-        report_path=report_path,
-    )
+    summary = summarize(snapshot.dict(), cfg, logged, len(reference), report_path)
     # Written last: a summary on disk means the HTML report next to it is complete.
-    summary_path.write_text(json.dumps(summary.to_dict(), indent=2))
+    summary_path.write_text(json.dumps(asdict(summary), indent=2, default=str))
+    drifted = summary.drifted_columns
     log.info(
         "%s: %d of %d columns drifted (%.0f%%, threshold %.0f%%) in the latest %d predictions "
         "vs %d reference rows%s. Report: %s",
         "DRIFT DETECTED" if summary.drift_detected else "No drift",
-        len(summary.drifted_columns),
-        len(summary.columns),
-        100 * summary.drifted_share,
-        100 * cfg.drift_share,
-        summary.rows_compared,
-        summary.reference_rows,
-        _names(summary.drifted_columns),
+        *(len(drifted), len(summary.columns), 100 * summary.drifted_share, 100 * cfg.drift_share),
+        *(summary.rows_compared, summary.reference_rows),
+        f" ({shortlist(drifted)})" if drifted else "",
         report_path,
     )
     return summary
 
 
-def _names(columns: tuple[str, ...], shown: int = 5) -> str:
-    if not columns:
-        return ""
-    more = f" and {len(columns) - shown} more" if len(columns) > shown else ""
-    return f" ({', '.join(columns[:shown])}{more})"
+def shortlist(names: tuple[str, ...], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def as_schema_frame(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
@@ -116,27 +105,33 @@ def as_schema_frame(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     return schema.frame(cast(list[dict[str, Any]], df.to_dict(orient="records")))
 
 
-def read_window(url: str, window: int, min_rows: int) -> pd.DataFrame:
-    """The latest `window` rows of live traffic in the prediction log; at least `min_rows`."""
-    logged = Reader(url).latest(window)
-    if len(logged) < min_rows:
-        raise MonitoringError(
-            f"Only {len(logged)} predictions logged, at least {min_rows} are needed for a drift "
-            "report that means something (monitoring.min_rows): start the service (`make serve`) "
-            "and send it traffic (`make simulate`)."
+def _check_every_feature_sent(logged: pd.DataFrame, schema: Schema, models_dir: Path) -> None:
+    """A feature missing from every prediction cannot be compared, and is an alarm of its own,
+    whose fix depends on whether the model that answered takes it at all."""
+    missing = [name for name in schema.names if name not in logged or logged[name].isna().all()]
+    if not missing:
+        return
+    versions = sorted(logged["model_version"].astype(str).unique())
+    try:
+        served = load_bundle(models_dir)
+    except BundleError:
+        served = None
+    if served is None or (served.version in versions and set(missing) <= set(served.schema.names)):
+        cause = "the clients stopped sending them. Fix the clients; retraining will not help."
+    elif served.version in versions:
+        cause = (
+            f"the data changed since model v{served.version} was trained (`make data` made a new "
+            "reference): train on it (`make train`), serve the new model, monitor its traffic."
         )
-    return logged
-
-
-def _check_not_empty(current: pd.DataFrame) -> None:
-    """Evidently cannot compare a column without values, and such a column is its own alarm."""
-    empty = [c for c in current.columns if current[c].isna().all()]
-    if empty:
-        raise MonitoringError(
-            f"Feature(s) {', '.join(empty)} missing from all of the latest {len(current)} "
-            "predictions: the clients stopped sending them. Fix the clients; retraining will not "
-            "help."
+    else:
+        cause = (
+            f"they were answered by model v{', v'.join(versions)}, not by v{served.version} in "
+            f"{models_dir}/: reload the service (`kill -HUP <its pid>`) and send it traffic."
         )
+    raise MonitoringError(
+        f"Feature(s) {', '.join(missing)} missing from all of the latest {len(logged)} "
+        f"predictions: {cause}"
+    )
 
 
 def drift_report(
@@ -155,11 +150,9 @@ def drift_report(
 
 def summarize(
     result: dict[str, Any],
-    *,
-    drift_share: float,
+    cfg: MonitoringSettings,
     logged: pd.DataFrame,
     reference_rows: int,
-    window: int,
     report_path: Path,
 ) -> DriftSummary:
     """Read Evidently's own answers from `snapshot.dict()`.
@@ -172,14 +165,13 @@ def summarize(
     columns: dict[str, ColumnDrift] = {}
     for test in result["tests"]:
         params = test["metric_config"]["params"]
-        if params["type"] != VALUE_DRIFT:
-            continue
-        columns[params["column"]] = ColumnDrift(
-            score=float(metrics[test["metric_config"]["metric_id"]]["value"]),
-            drifted=test["status"] == "FAIL",
-            method=params["method"],
-            threshold=float(params["threshold"]),
-        )
+        if params["type"] == VALUE_DRIFT:
+            columns[params["column"]] = ColumnDrift(
+                score=float(metrics[test["metric_config"]["metric_id"]]["value"]),
+                drifted=test["status"] == "FAIL",
+                method=params["method"],
+                threshold=float(params["threshold"]),
+            )
     share = next(
         float(m["value"]["share"])
         for m in result["metrics"]
@@ -187,14 +179,14 @@ def summarize(
     )
     created = pd.to_datetime(logged["created_at"], utc=True)
     return DriftSummary(
-        drift_detected=share >= drift_share,  # the rule of Evidently's own dataset-level test
+        drift_detected=share >= cfg.drift_share,  # the rule of Evidently's dataset-level test
         drifted_share=share,
-        drift_share_threshold=drift_share,
+        drift_share_threshold=cfg.drift_share,
         drifted_columns=tuple(name for name, col in columns.items() if col.drifted),
         columns=columns,
         rows_compared=len(logged),
         reference_rows=reference_rows,
-        window=window,
+        window=cfg.window,
         first_prediction_at=created.min().isoformat(),
         last_prediction_at=created.max().isoformat(),
         model_versions=tuple(sorted(logged["model_version"].astype(str).unique())),

@@ -23,7 +23,7 @@ from evidently.presets import ClassificationPreset, RegressionPreset
 from sklearn.exceptions import UndefinedMetricWarning
 
 from ..bundle import METADATA_FILE, BundleError, load_bundle
-from ..config import Settings
+from ..config import MonitoringSettings, Settings
 from ..metrics import drop, live_scores, primary_metric
 from ..prediction_log.reader import Reader
 
@@ -58,29 +58,25 @@ class QualitySummary:
     def degraded(self) -> bool:
         return any(v.degraded for v in self.versions.values())
 
-    def to_dict(self) -> dict[str, Any]:
-        path = None if self.report_path is None else str(self.report_path)
-        return {**asdict(self), "degraded": self.degraded, "report_path": path}
-
 
 def check_quality(settings: Settings) -> QualitySummary:
     """Write reports/quality_summary.json, and quality_report.html when there are enough labels."""
-    cfg = settings.monitoring
-    summary_path, report = cfg.reports_dir / SUMMARY_FILE, cfg.reports_dir / REPORT_FILE
+    cfg, task = settings.monitoring, settings.task
+    report = cfg.reports_dir / REPORT_FILE
     report.unlink(missing_ok=True)  # an older report must not pass for this run's
     labelled = Reader(settings.prediction_log.url).labelled(cfg.window)
     holdout = holdout_metrics(settings.bundle_dir)
-    task = settings.task
     versions = {
-        str(version): version_quality(task, rows, holdout.get(str(version), {}), settings)
+        str(version): version_quality(task, rows, holdout.get(str(version), {}), cfg)
         for version, rows in labelled.groupby("model_version", sort=True)
     }
-    enough = [v for v in versions.values() if v.live]
-    if enough:
-        rows = labelled[labelled["model_version"].isin([k for k, v in versions.items() if v.live])]
+    scored = [version for version, quality in versions.items() if quality.live]
+    if scored:
         cfg.reports_dir.mkdir(parents=True, exist_ok=True)
-        quality_report(task, rows).save_html(str(report))
-        message = "; ".join(_describe(k, v) for k, v in versions.items() if v.live)
+        quality_report(task, labelled[labelled["model_version"].isin(scored)]).save_html(
+            str(report)
+        )
+        message = "; ".join(_describe(version, versions[version]) for version in scored)
     else:
         message = (
             f"Not enough labels for live quality: {len(labelled)} logged predictions have a true "
@@ -89,7 +85,7 @@ def check_quality(settings: Settings) -> QualitySummary:
             "(`make simulate` does)."
         )
     summary = QualitySummary(
-        status="ok" if enough else "not_enough_labels",
+        status="ok" if scored else "not_enough_labels",
         message=message,
         task=task,
         primary_metric=primary_metric(task),
@@ -98,42 +94,40 @@ def check_quality(settings: Settings) -> QualitySummary:
         max_metric_drop=cfg.max_metric_drop,
         versions=versions,
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        report_path=report if enough else None,
+        report_path=report if scored else None,
     )
     cfg.reports_dir.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(json.dumps(summary.to_dict(), indent=2))
-    log.info("Live quality: %s%s", message, f" Report: {report}" if enough else "")
+    saved = {**asdict(summary), "degraded": summary.degraded}
+    (cfg.reports_dir / SUMMARY_FILE).write_text(json.dumps(saved, indent=2, default=str))
+    log.info("Live quality: %s%s", message, f" Report: {report}" if scored else "")
     return summary
 
 
 def version_quality(
-    task: str, rows: pd.DataFrame, holdout: dict[str, float], settings: Settings
+    task: str, rows: pd.DataFrame, holdout: dict[str, float], cfg: MonitoringSettings
 ) -> VersionQuality:
     """Live metrics of one model version, and whether its primary metric dropped too far."""
-    if len(rows) < settings.monitoring.min_labelled_rows:
+    if len(rows) < cfg.min_labelled_rows:
         return VersionQuality(len(rows), {}, holdout, None, degraded=False)
     live = live_scores(task, rows["actual"].tolist(), rows["prediction"].tolist())
     name = primary_metric(task)
     if name not in holdout:
         return VersionQuality(len(rows), live, holdout, None, degraded=False)
     worse = drop(task, live[name], holdout[name])
-    limit = settings.monitoring.max_metric_drop
-    return VersionQuality(len(rows), live, holdout, worse, degraded=worse > limit)
+    return VersionQuality(len(rows), live, holdout, worse, degraded=worse > cfg.max_metric_drop)
 
 
 def holdout_metrics(models_dir: Path) -> dict[str, dict[str, float]]:
     """Holdout metrics by model version, from every bundle under models_dir (the served one
     and any other exported beside it)."""
     found: dict[str, dict[str, float]] = {}
-    if not models_dir.is_dir():
-        return found
-    for directory in [models_dir, *sorted(p for p in models_dir.iterdir() if p.is_dir())]:
-        if (directory / METADATA_FILE).is_file():
-            try:
-                bundle = load_bundle(directory)
-            except BundleError:
-                continue
-            found[bundle.version] = dict(bundle.metadata.get("metrics", {}))
+    directories = [models_dir, *models_dir.iterdir()] if models_dir.is_dir() else []
+    for directory in sorted(d for d in directories if (d / METADATA_FILE).is_file()):
+        try:
+            bundle = load_bundle(directory)
+        except BundleError:
+            continue
+        found[bundle.version] = dict(bundle.metadata.get("metrics", {}))
     return found
 
 

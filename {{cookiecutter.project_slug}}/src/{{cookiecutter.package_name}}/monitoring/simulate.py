@@ -20,6 +20,7 @@ from ..schema import Schema
 log = logging.getLogger(__name__)
 BATCH_SIZE = 25
 DRIFT_STDS = 1.5  # numeric features move by this many standard deviations under --drift
+FEEDBACK_COUNTS = ("accepted", "duplicates", "conflicts", "unknown", "invalid")
 
 
 class SimulationError(UserError):
@@ -46,38 +47,33 @@ def simulate(
     if not 0 <= feedback_share <= 1 or feedback_delay < 0:
         raise SimulationError("--feedback-share must be in [0, 1] and --feedback-delay >= 0.")
     split, schema = read_split(settings.data.processed_dir)
-    held_out = split.test[schema.names]
-    rows = len(held_out) if rows is None else rows
+    held_out = len(split.test)
+    rows = held_out if rows is None else rows
     if rows < 1:
         raise SimulationError(f"--rows must be at least 1, not {rows}.")
-    if rows > len(held_out):
+    if rows > held_out:
         log.warning(
             "Only %d held-out rows: sending them repeatedly. Repeated rows can make the drift "
             "report flag columns that did not drift; send at most %d for a fair report.",
-            len(held_out),
-            len(held_out),
+            *(held_out, held_out),
         )
-    features = repeat_rows(held_out, rows)
-    if drift:
-        features = shift(features, schema)
-    records = to_records(features)
-    actual = to_records(repeat_rows(split.test[[schema.target]], rows))
+    test = split.test.iloc[np.arange(rows) % held_out].reset_index(drop=True)  # cycled
+    features = shift(test[schema.names], schema) if drift else test[schema.names]
+    records, truths = to_records(features), test[schema.target].tolist()
     labelled = np.random.default_rng(settings.random_state).random(rows) < feedback_share
-    labels: list[dict[str, Any]] = []
     base_url = f"http://{host or settings.serving.host}:{port or settings.serving.port}"
     batch = min(BATCH_SIZE, settings.serving.max_batch_size)
     log.info("Sending %d %s rows to %s/predict", rows, "drifted" if drift else "held-out", base_url)
     key = settings.serving.api_key
     headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+    labels: list[dict[str, Any]] = []
     with httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
         for start in range(0, rows, batch):
             answer = _post(client, "/predict", {"instances": records[start : start + batch]})
             labels += [
-                {"request_id": answer["request_id"], "index": i, "actual": truth[schema.target]}
-                for i, (truth, chosen) in enumerate(
-                    zip(actual[start : start + batch], labelled[start : start + batch], strict=True)
-                )
-                if chosen
+                {"request_id": answer["request_id"], "index": i, "actual": truths[start + i]}
+                for i in range(min(batch, rows - start))
+                if labelled[start + i]
             ]
             done = min(start + batch, rows)
             if done % (4 * batch) == 0 or done == rows:
@@ -94,18 +90,12 @@ def send_feedback(
     """POST the true values to /feedback after `delay` seconds, as they would arrive later."""
     log.info("In %.0f s: the true values of %d rows to /feedback", delay, len(labels))
     time.sleep(delay)
-    totals = {"accepted": 0, "duplicates": 0, "conflicts": 0, "unknown": 0, "invalid": 0}
+    totals = dict.fromkeys(FEEDBACK_COUNTS, 0)
     for start in range(0, len(labels), batch):
         answer = _post(client, "/feedback", {"items": labels[start : start + batch]})
-        for key in totals:
-            value = answer[key]
-            totals[key] += value if isinstance(value, int) else len(value)
+        for key in totals:  # a count, or the list of the items concerned
+            totals[key] += answer[key] if isinstance(answer[key], int) else len(answer[key])
     log.info("  true values: %s", ", ".join(f"{n} {key}" for key, n in totals.items()))
-
-
-def repeat_rows(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
-    """Exactly `rows` rows, cycling through `frame` when it is shorter."""
-    return frame.iloc[np.arange(rows) % len(frame)].reset_index(drop=True)
 
 
 def shift(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
@@ -131,7 +121,6 @@ def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST one batch; return the answer."""
     try:
         response = client.post(path, json=body)
     except httpx.ConnectError as exc:

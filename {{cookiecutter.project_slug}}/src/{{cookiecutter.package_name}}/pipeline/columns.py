@@ -7,12 +7,14 @@ data and the API accepts them, so a client may send whole rows; the model never 
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from dataclasses import dataclass
 
 import pandas as pd
 
+log = logging.getLogger(__name__)
 # Named like an identifier: id, ID, customer_id, order-uuid, customerID, userId; not paid, valid.
 ID_WORD = re.compile(r"(^|[_\s.-])(id|uuid|guid)$|^(id|uuid|guid)([_\s.-]|$)", re.IGNORECASE)
 ID_CAMEL = re.compile(r"[a-z](ID|Id|UUID|Uuid)$")
@@ -20,6 +22,7 @@ TEXT_MIN_DISTINCT = 50  # free text: at least this many distinct values ...
 TEXT_DISTINCT_SHARE = 0.5  # ... making up at least this share of the rows
 DATE_SHARE = 0.95  # a text column is a date when this share of a sample parses as dates
 DATE_SAMPLE = 200
+NUMBERS_SHARE = 0.95  # text that is numbers in this share of its values is a numeric column
 
 
 @dataclass(frozen=True)
@@ -33,17 +36,41 @@ class Decision:
         return self.role in ("numeric", "categorical")
 
 
-def numbers_with_blanks(column: pd.Series) -> pd.Series | None:
-    """A text column whose non-blank values are all numbers (" " in an exported amount column),
-    as numbers with the blanks missing; None for any other column."""
+def mostly_numbers(column: pd.Series) -> tuple[pd.Series, pd.Series] | None:
+    """A text column whose non-blank values are numbers but for at most 5% ("?", "n/a"): the
+    numbers with the rest missing, and the rest; None for any other column. Blanks (" " in an
+    exported amount column) are missing numbers too."""
     if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
         return None
     text = column.astype("string").str.strip()
-    blank = text.isna() | text.eq("")
-    if blank.all():
+    filled = text.notna() & text.ne("")
+    numbers = pd.to_numeric(text.where(filled), errors="coerce").astype(float)
+    others = column[filled & numbers.isna()]
+    if not filled.any() or len(others) > (1 - NUMBERS_SHARE) * filled.sum():
         return None
-    numbers = pd.to_numeric(text.mask(blank), errors="coerce")
-    return None if numbers[~blank].isna().any() else numbers.astype(float)
+    return numbers, others
+
+
+def numbers_or_text(column: pd.Series) -> pd.Series:
+    """Numbers stay numbers; text that is numbers but for blanks and a few other values ("?")
+    becomes numbers with those missing; anything else is a category, as text everywhere (data,
+    API, monitoring): True -> "True", 3 -> "3"."""
+    found = mostly_numbers(column)
+    if found is not None:
+        numbers, others = found
+        if others.empty:
+            blanks = int(numbers.isna().sum() - column.isna().sum())
+            log.info("Column %r: numbers, %d blank value(s) read as missing.", column.name, blanks)
+        else:
+            log.warning(
+                "Column %r: numbers but for %d value(s), read as missing: %s. Fix them in the "
+                "data if they mean something.",
+                *(column.name, len(others), ", ".join(map(repr, others.unique()[:5]))),
+            )
+        return numbers
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return column
+    return column.where(column.isna(), column.astype(str))
 
 
 def decide(

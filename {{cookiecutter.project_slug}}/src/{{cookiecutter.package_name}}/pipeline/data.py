@@ -2,22 +2,118 @@
 
 from __future__ import annotations
 
+import csv
 import logging
+import re
 from collections.abc import Collection
+from pathlib import Path
 
 import pandas as pd
+from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.model_selection import train_test_split
 
 from ..config import Settings
+from ..errors import UserError, mask_url, reason
 from ..processed import Split, write_processed
 from ..schema import OtherColumn, Schema
 from . import columns
-from .sources import DataError, load
 
 log = logging.getLogger(__name__)
+BUILTIN = {"breast_cancer": load_breast_cancer, "diabetes": load_diabetes}
+SNIFF_BYTES = 64 * 1024
+SEPARATORS = ",;\t|"
+DECIMAL_COMMA = re.compile(r"-?\d*,\d+")  # a whole field such as 3,25 or -0,5
+DECIMAL_POINT = re.compile(r"-?\d*\.\d+")
 MIN_ROWS = 20
 MAX_INTEGER_CLASSES = 30  # more integer "classes" than this look like a quantity
 CONTINUOUS_MIN_DISTINCT = 20  # a numeric target with fractions and this many values is continuous
+
+
+class DataError(UserError):
+    """The data cannot be used as it is; the message says which column or file and why."""
+
+
+def load(
+    source: str,
+    query: str | None = None,
+    csv_sep: str | None = None,
+    csv_decimal: str | None = None,
+    csv_encoding: str = "utf-8",
+) -> pd.DataFrame:
+    """Read `source`: builtin:<name>, a .csv/.parquet path, or a SQLAlchemy URL with `query`."""
+    if source.startswith("builtin:"):
+        name = source.removeprefix("builtin:")
+        if name not in BUILTIN:
+            raise DataError(f"Unknown builtin dataset {name!r}: use one of {sorted(BUILTIN)}.")
+        frame: pd.DataFrame = BUILTIN[name](as_frame=True).frame
+        return frame
+    if "://" in source:
+        return _read_sql(source, query)
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"Data file {path} does not exist: check data.source in config.yaml.")
+    if path.suffix == ".csv":
+        return _read_csv(path, csv_sep, csv_decimal, csv_encoding)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    raise DataError(f"Cannot read {path}: data.source must end in .csv or .parquet.")
+
+
+def _read_csv(path: Path, sep: str | None, decimal: str | None, encoding: str) -> pd.DataFrame:
+    """A CSV read as config.yaml says (data.csv_*), or else as its first lines suggest."""
+    try:
+        sample = path.read_bytes()[:SNIFF_BYTES].decode(encoding, errors="replace")
+    except LookupError:
+        raise DataError(
+            f"data.csv_encoding {encoding!r} is not an encoding Python knows."
+        ) from None
+    sep, decimal = sniff(sample, sep, decimal)
+    try:
+        return pd.read_csv(path, sep=sep, decimal=decimal, encoding=encoding)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"Data file {path} is empty.") from exc
+    except UnicodeDecodeError as exc:  # its "position" counts bytes of a chunk: no help here
+        raise DataError(
+            f"{path} is not {encoding} text (byte {exc.object[exc.start]:#x} is not valid there): "
+            "set data.csv_encoding to the file's encoding, e.g. cp1252 (Excel on Windows) or "
+            "latin-1."
+        ) from None
+    except pd.errors.ParserError as exc:
+        line = re.search(r"line (\d+)", str(exc))
+        where = f", line {line.group(1)}" if line else ""
+        cause = str(exc).split(". ")[-1].strip().rstrip(".")
+        raise DataError(
+            f"Cannot parse {path}{where} with separator {sep!r}: {cause}. Check that line, or "
+            "set data.csv_sep to the file's separator (e.g. ';' or '\\t')."
+        ) from None
+
+
+def sniff(sample: str, sep: str | None = None, decimal: str | None = None) -> tuple[str, str]:
+    """The separator and decimal mark of a CSV, from its first lines unless given: `;` and a
+    decimal comma are how many European spreadsheets export. A comma is the decimal mark when
+    it is not the separator and more fields are numbers written with it than with a point."""
+    if sep is None:
+        try:
+            sep = csv.Sniffer().sniff(sample, delimiters=SEPARATORS).delimiter
+        except csv.Error:
+            sep = ","
+    fields = [field.strip('" ') for line in sample.splitlines()[1:] for field in line.split(sep)]
+    commas = sum(bool(DECIMAL_COMMA.fullmatch(field)) for field in fields)
+    points = sum(bool(DECIMAL_POINT.fullmatch(field)) for field in fields)
+    return sep, decimal or ("," if sep != "," and commas > points else ".")
+
+
+def _read_sql(url: str, query: str | None) -> pd.DataFrame:
+    import sqlalchemy as sa
+
+    safe_url = mask_url(url)
+    if not query:
+        raise DataError(f"data.source is a database ({safe_url}): set data.query to a SELECT.")
+    try:
+        with sa.create_engine(url).connect() as connection:
+            return pd.read_sql(sa.text(query), connection)
+    except sa.exc.SQLAlchemyError as exc:
+        raise DataError(f"Cannot read data.query from {safe_url}: {reason(exc)}") from exc
 
 
 def clean(df: pd.DataFrame, target: str, task: str, ignore: Collection[str] = ()) -> pd.DataFrame:
@@ -44,23 +140,13 @@ def clean(df: pd.DataFrame, target: str, task: str, ignore: Collection[str] = ()
     if len(df) < MIN_ROWS:
         raise DataError(f"Only {len(df)} rows with a target: at least {MIN_ROWS} are needed.")
     for column in df.columns.drop(target):
-        numbers = columns.numbers_with_blanks(df[column])
-        if numbers is not None:  # " " in an exported amount column is a missing number
-            blanks = int(numbers.isna().sum() - df[column].isna().sum())
-            log.info("Column %r: numbers, %d blank value(s) read as missing.", column, blanks)
-            df[column] = numbers
-        elif pd.api.types.is_bool_dtype(df[column]) or not pd.api.types.is_numeric_dtype(
-            df[column]
-        ):
-            # Categories are strings everywhere (data, API, monitoring): True -> "True", 3 -> "3".
-            df[column] = df[column].where(df[column].isna(), df[column].astype(str))
-    if task == "regression":
-        if not pd.api.types.is_numeric_dtype(df[target]):
-            raise DataError(
-                f"Target {target!r} is not numeric (e.g. {df[target].iloc[0]!r}): did you mean "
-                "`task: classification`?"
-            )
-    else:
+        df[column] = columns.numbers_or_text(df[column])
+    if task == "regression" and not pd.api.types.is_numeric_dtype(df[target]):
+        raise DataError(
+            f"Target {target!r} is not numeric (e.g. {df[target].iloc[0]!r}): did you mean "
+            "`task: classification`?"
+        )
+    if task == "classification":
         _check_classes(df[target], target)
     return df
 
@@ -102,23 +188,17 @@ def split(df: pd.DataFrame, target: str, task: str, test_size: float, seed: int)
 def prepare(settings: Settings) -> Schema:
     """The `data` stage: decide the columns' roles, write train/test/reference parquet and
     schema.json."""
-    cfg = settings.data
-    raw = load(cfg.source, cfg.query, cfg.csv_sep)
+    cfg, seed = settings.data, settings.random_state
+    raw = load(cfg.source, cfg.query, cfg.csv_sep, cfg.csv_decimal, cfg.csv_encoding)
     df = clean(raw, cfg.target, settings.task, ignore=cfg.drop_columns)
     schema = infer_schema(df, settings)
-    parts = split(df, cfg.target, settings.task, cfg.test_size, settings.random_state)
-    reference = parts.train.sample(
-        n=min(cfg.reference_rows, len(parts.train)), random_state=settings.random_state
-    )
+    parts = split(df, cfg.target, settings.task, cfg.test_size, seed)
+    reference = parts.train.sample(n=min(cfg.reference_rows, len(parts.train)), random_state=seed)
     write_processed(cfg.processed_dir, parts, reference, schema)
     log.info(
         "Data: %d rows, %d numeric and %d categorical features; train %d, test %d -> %s",
-        len(df),
-        len(schema.numeric),
-        len(schema.categorical),
-        len(parts.train),
-        len(parts.test),
-        cfg.processed_dir,
+        *(len(df), len(schema.numeric), len(schema.categorical)),
+        *(len(parts.train), len(parts.test), cfg.processed_dir),
     )
     return schema
 

@@ -25,7 +25,6 @@ MAX_ONE_HOT_CATEGORIES = 30
 def build_estimator(
     task: str, family: str, random_state: int, params: dict[str, Any] | None = None
 ) -> BaseEstimator:
-    """A fresh, unfitted estimator of `family` for `task` with sensible defaults."""
     classification = task == "classification"
     estimator: BaseEstimator
     if family == "hist_gradient_boosting":

@@ -55,12 +55,11 @@ def export_onnx(model: Pipeline, schema: Schema, test: pd.DataFrame) -> tuple[by
     cannot be converted or answers differently."""
     onnx_model = convert(model, schema)
     parity = check_parity(model, onnx_model, schema, test)
+    agreement = parity.label_agreement
     log.info(
         "ONNX parity on %d test rows: max |difference| %.2g (tolerance %.0e)%s.",
-        parity.rows,
-        parity.max_abs_diff,
-        parity.tolerance,
-        "" if parity.label_agreement is None else f", labels {parity.label_agreement:.2%} the same",
+        *(parity.rows, parity.max_abs_diff, parity.tolerance),
+        "" if agreement is None else f", labels {agreement:.2%} the same",
     )
     return onnx_model, parity
 
@@ -74,18 +73,18 @@ def convert(model: Pipeline, schema: Schema) -> bytes:
         try:
             get_model_alias(type(step))
         except RuntimeError:
-            raise OnnxExportError(
-                f"Step {name!r} ({type(step).__name__}) has no ONNX converter: {FIX}."
-            ) from None
+            kind = type(step).__name__
+            raise OnnxExportError(f"Step {name!r} ({kind}) has no ONNX converter: {FIX}.") from None
     types = {"numeric": FloatTensorType([None, 1]), "categorical": StringTensorType([None, 1])}
     initial_types = [(f.name, types[f.kind]) for f in schema.features]
     exact = with_float32_thresholds(model)
-    estimator = exact.steps[-1][1]
-    options = {id(estimator): {"zipmap": False}} if schema.task == "classification" else None
+    options = (
+        {id(exact.steps[-1][1]): {"zipmap": False}} if schema.task == "classification" else None
+    )
     try:
         onnx_model = convert_sklearn(exact, initial_types=initial_types, options=options)
     except Exception as exc:  # skl2onnx raises many types; all mean "cannot convert"
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first_line = (str(exc).strip() or type(exc).__name__).splitlines()[0]
         message = f"The pipeline cannot be converted to ONNX ({first_line}): {FIX}."
         raise OnnxExportError(message) from exc
     data: bytes = onnx_model.SerializeToString()

@@ -4,16 +4,20 @@
     @challenger          a newer model that did not beat the champion; models/challenger/
     @previous-champion   the champion before this one: what `make rollback` brings back
 
-Every change of champion is appended to the registered model's tag `champion_history` (a JSON
-list of versions), so a rollback can go back more than one step and the MLflow UI shows the
-history next to the aliases. models/ is export.py; promote and rollback are lifecycle.py.
+A model on other features than the champion's is never compared with it, only registered as the
+challenger: someone checks the change, then runs `make promote`. Every change of champion is
+appended to the registered model's tag `champion_history` (a JSON list of versions), so a
+rollback can go back more than one step and the MLflow UI shows the history next to the aliases.
+models/ and promote and rollback are lifecycle.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -21,7 +25,6 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import pandas as pd
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
@@ -32,14 +35,11 @@ from skops import io as sio
 
 from ..config import Settings
 from ..errors import mask_url
-from ..metrics import is_better, primary_metric
 from ..processed import Split
 from ..schema import Schema
-from .evaluate import Evaluation, compute_metrics
+from .evaluate import TRAIN_ROWS, Evaluation, reason_to_keep, row_hashes
 
 log = logging.getLogger(__name__)
-TRAIN_ROWS = "train_rows.npy"  # row hashes of a run's training data
-MIN_COMPARE_ROWS = 20  # fewer unseen test rows than this: no fair comparison with the champion
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous-champion"
@@ -54,7 +54,7 @@ class Candidate:
     model: Pipeline
     params: dict[str, Any]
     cv_score: float
-    cv_scoring: str
+    cv_scoring: str  # the metric cross-validation scores: the task's primary metric
     cv_rows: int
     evaluation: Evaluation
     run_id: str = ""
@@ -85,6 +85,11 @@ class Promotion:
 
 
 def start_tracking(settings: Settings) -> None:
+    """Point MLflow at the tracking store and experiment, without the output a learner would
+    read as problems: progress bars of every download, and the version of a pip that uv's
+    virtual environments do not have (the requirements are pinned: `_pip_requirements`)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
     mlflow.set_experiment(settings.mlflow.experiment)
 
@@ -98,7 +103,10 @@ def log_run(
     # the JSON numbers `mlflow models serve` is sent (float32 would refuse them).
     example = schema.model_input(split.train.head(5)).astype(dict.fromkeys(schema.numeric, float))
     source = mask_url(settings.data.source)
-    with mlflow.start_run(run_name=candidate.name) as run:
+    with mlflow.start_run(run_name=candidate.name) as run, warnings.catch_warnings():
+        # MLflow's hint that integer columns cannot hold missing values, for each dataset and
+        # signature: the service checks requests against the schema (schema.py), not MLflow.
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer")
         mlflow.set_tags({"selected": str(selected).lower(), "selected_by": "cross-validation"})
         mlflow.log_params(
             {
@@ -126,7 +134,7 @@ def log_run(
             mlflow.log_input(dataset, context=context)
         mlflow.log_dict(schema.to_dict(), "schema.json")
         with tempfile.TemporaryDirectory() as tmp:
-            np.save(Path(tmp, TRAIN_ROWS), np.unique(_hashes(split.train, schema)))
+            np.save(Path(tmp, TRAIN_ROWS), np.unique(row_hashes(split.train, schema)))
             mlflow.log_artifact(str(Path(tmp, TRAIN_ROWS)))
         for file_name, figure in candidate.evaluation.figures.items():
             mlflow.log_figure(figure, f"plots/{file_name}")
@@ -142,74 +150,24 @@ def log_run(
 
 
 def register(settings: Settings, best: Candidate, split: Split, schema: Schema) -> Promotion:
-    """Register `best`; it becomes `@champion` only if it beats the current champion on test
-    rows that neither of them was trained on, else `@challenger` (to try on live traffic)."""
-    client = MlflowClient()
-    name = settings.model.registered_name
+    """Register `best`; it becomes `@champion` only if it has the champion's features and beats
+    it on test rows that neither of them was trained on, else `@challenger` (to try live)."""
+    client, name = MlflowClient(), settings.model.registered_name
     version = str(mlflow.register_model(best.model_uri, name).version)
-    champion = version_by_alias(client, name, CHAMPION)
-    keep = None if champion is None else _reason_to_keep(champion, best, split, schema)
+    champion, keep = version_by_alias(client, name, CHAMPION), None
+    if champion is not None:
+        keep = reason_to_keep(champion, best.model, best.evaluation.metrics, split, schema)
     if champion is not None and keep is not None:
         client.set_registered_model_alias(name, CHALLENGER, version)
         log.info(
             "Candidate v%s: %s Champion v%s stays; v%s is @%s.",
-            version,
-            keep,
-            champion.version,
-            version,
-            CHALLENGER,
+            *(version, keep, champion.version, version, CHALLENGER),
         )
         return Promotion(version, False, str(champion.version), str(champion.run_id), keep)
     crown(client, name, version)
     reason = "first model" if champion is None else f"replaces v{champion.version}"
     log.info("Model %s v%s is now @%s (%s).", name, version, CHAMPION, reason)
     return Promotion(version, True, version, best.run_id, reason)
-
-
-def _reason_to_keep(champion: Any, best: Candidate, split: Split, schema: Schema) -> str | None:
-    """Why the champion stays, or None when `best` should replace it. Both are scored on the
-    test rows the champion was not trained on (all of them unless the data changed)."""
-    metric = primary_metric(schema.task)
-    try:
-        model = mlflow.sklearn.load_model(f"models:/{champion.name}/{champion.version}")
-        fresh = split.test[~np.isin(_hashes(split.test, schema), _trained_on(champion.run_id))]
-        if len(fresh) < MIN_COMPARE_ROWS:
-            return (
-                f"only {len(fresh)} of the {len(split.test)} test rows are new to the champion, "
-                f"too few (< {MIN_COMPARE_ROWS}) to compare them fairly: the data changed."
-            )
-        X, y = schema.model_input(fresh), fresh[schema.target]
-        old = compute_metrics(schema.task, model, X, y)[metric]
-    except (KeyError, ValueError) as exc:
-        log.warning("Champion v%s cannot score the current data (%s).", champion.version, exc)
-        return None
-    new = (
-        best.evaluation.metrics[metric]
-        if len(fresh) == len(split.test)
-        else compute_metrics(schema.task, best.model, X, y)[metric]
-    )
-    if is_better(schema.task, new, old):
-        return None
-    return f"{metric}={new:.4f} does not beat the champion's {old:.4f} on {len(fresh)} test rows."
-
-
-def _hashes(frame: pd.DataFrame, schema: Schema) -> np.ndarray[Any, Any]:
-    """One hash per row of features and target, to tell which rows a model was trained on."""
-    columns = sorted([*schema.names, schema.target])
-    hashes: np.ndarray[Any, Any] = pd.util.hash_pandas_object(
-        frame[columns], index=False
-    ).to_numpy()
-    return hashes
-
-
-def _trained_on(run_id: str) -> np.ndarray[Any, Any]:
-    """The row hashes a run logged for its training rows (none for runs that logged none)."""
-    try:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TRAIN_ROWS)
-    except (MlflowException, OSError):
-        return np.array([], dtype=np.uint64)
-    hashes: np.ndarray[Any, Any] = np.load(path)
-    return hashes
 
 
 def _pip_requirements() -> list[str]:
@@ -243,16 +201,11 @@ def crown(client: MlflowClient, name: str, version: str) -> None:
     remove_alias(client, name, CHALLENGER)
 
 
-def step_back(client: MlflowClient, name: str) -> tuple[str, str] | None:
-    """Give @champion back to the previous champion: (the version that leaves, the one that
-    serves again), or None when there is no previous champion."""
+def step_back(client: MlflowClient, name: str) -> None:
+    """Give @champion back to the previous champion (the history must hold one)."""
     versions = history(client, name)
-    if len(versions) < 2:
-        return None
-    leaving = versions.pop()
-    client.set_model_version_tag(name, leaving, "rolled_back", "true")
+    client.set_model_version_tag(name, versions.pop(), "rolled_back", "true")
     _write(client, name, versions)
-    return leaving, versions[-1]
 
 
 def remove_alias(client: MlflowClient, name: str, alias: str) -> None:

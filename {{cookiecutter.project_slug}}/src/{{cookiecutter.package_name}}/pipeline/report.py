@@ -1,13 +1,13 @@
 """What a new champion is, in words: its model card, and the "Results" section of README.md.
 
-The card says what was trained on which rows, how it was chosen and how well it does. The
-Results section is the text between two markers in README.md, rewritten by `make train`
+The Results section is the text between two markers in README.md, rewritten by `make train`
 whenever a new model serves: the rest of the README is the learner's.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,13 +15,13 @@ from sklearn.inspection import permutation_importance
 
 from ..config import Settings
 from ..errors import mask_url
+from ..metrics import HIGHER_IS_BETTER
 from .evaluate import clearly_better
 from .onnx_export import Parity
 from .registry import Promotion, Training
 
 log = logging.getLogger(__name__)
-START = "<!-- results:start -->"
-END = "<!-- results:end -->"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
 IMPORTANCE_ROWS = 2000  # permutation importance on at most this many test rows
 TOP_FEATURES = 5
 
@@ -31,12 +31,11 @@ def write_model_card(
 ) -> None:
     """Markdown model card of a new champion: data, selection, test metrics, plots."""
     schema, split, best = training.schema, training.split, training.best
-    evaluation = best.evaluation
-    columns = [*(c.name for c in training.candidates), "trivial"]
-    scores = [*(c.evaluation.metrics for c in training.candidates), training.trivial]
+    scores = {c.name: c.evaluation.metrics for c in training.candidates}
+    scores["trivial"] = training.trivial
     verdict = (
         "it clearly beats the trivial model."
-        if clearly_better(schema.task, evaluation.metrics, training.trivial)
+        if clearly_better(schema.task, best.evaluation.metrics, training.trivial)
         else "**it is not clearly better than the trivial model**: more rows or better features "
         "may help before this model is worth serving."
     )
@@ -54,35 +53,32 @@ def write_model_card(
         "",
         "## How the model was chosen",
         f"Candidates are compared by {settings.model.cv}-fold cross-validation on "
-        f"{best.cv_rows} training rows (mean `{best.cv_scoring}`, higher is better); "
+        f"{best.cv_rows} training rows (mean `{best.cv_scoring}`, "
+        f"{'higher' if HIGHER_IS_BETTER.get(best.cv_scoring, True) else 'lower'} is better); "
         "the test rows play no part in that choice.",
         "",
-        "| candidate | cross-validation score | |",
-        "|---|---|---|",
-        *[
-            f"| {c.name} | {c.cv_score:.4f} | {'selected' if c is best else ''} |"
-            for c in training.candidates
-        ],
+        *_table(
+            ["candidate", "cross-validation score", ""],
+            [
+                [c.name, f"{c.cv_score:.4f}", "selected" if c is best else ""]
+                for c in training.candidates
+            ],
+        ),
         "",
-        f"## Metrics on the {evaluation.rows} held-out test rows",
+        f"## Metrics on the {best.evaluation.rows} held-out test rows",
         "",
-        "| metric | " + " | ".join(columns) + " |",
-        "|---" * (len(columns) + 1) + "|",
-        *[
-            f"| {metric} | "
-            + " | ".join(f"{m.get(metric, float('nan')):.4f}" for m in scores)
-            + " |"
-            for metric in evaluation.metrics
-        ],
+        *_table(["metric", *scores], _metric_rows(best.evaluation.metrics, [*scores.values()])),
         "",
         f"`{best.name}` is the model served. `trivial` ignores the features (it predicts the "
         f"most frequent class, or the mean): {verdict} Each model is scored on the test rows "
         "once, for this report and the champion comparison, never to choose between candidates.",
         "",
         "## Plots (test rows)",
-        *[f"![{p}]({p})" for p in sorted(evaluation.figures)],
+        *[f"![{p}]({p})" for p in sorted(best.evaluation.figures)],
         "",
-        *_serving_lines(parity),
+        "## Serving",
+        *_serving(parity),
+        "",
         "## Limitations",
         "- Evaluated on a random held-out split of the same source: it says nothing about data",
         "  that drifts away from it. Watch the served traffic for that.",
@@ -92,14 +88,10 @@ def write_model_card(
 
 
 def results_section(
-    settings: Settings,
-    training: Training,
-    promotion: Promotion,
-    models_dir: Path,
-    cv_scoring: dict[str, str],
+    settings: Settings, training: Training, promotion: Promotion, models_dir: Path, scoring: str
 ) -> str:
     """Markdown between the markers: the problem, the data, the model against a trivial one."""
-    schema, split, metrics = training.schema, training.split, training.best.evaluation.metrics
+    schema, split, best = training.schema, training.split, training.best
     source = mask_url(settings.data.source)
     lines = []
     if source.startswith("builtin:"):
@@ -109,20 +101,17 @@ def results_section(
             "> [Use your own data](#use-your-own-data)), then `make train` rewrites this section.",
             "",
         ]
-    features = main_features(training, cv_scoring[schema.task], settings.random_state)
+    features = main_features(training, scoring, settings.random_state)
     lines += [
         f"- **Problem**: {schema.task} of `{schema.target}` ({_target(training)})",
         f"- **Data**: `{source}`, {len(split.train) + len(split.test)} rows "
-        f"({len(split.train)} to train, {len(split.test)} held out), "
-        f"{len(schema.names)} features",
+        f"({len(split.train)} to train, {len(split.test)} held out), {len(schema.names)} features",
         f"- **Model**: {settings.model.family.replace('_', ' ')}, registered version "
         f"{promotion.version}",
         "",
-        "| test metric | this model | trivial model (ignores the features) |",
-        "|---|---|---|",
-        *(
-            f"| {k} | {v:.4f} | {training.trivial.get(k, float('nan')):.4f} |"
-            for k, v in metrics.items()
+        *_table(
+            ["test metric", "this model", "trivial model (ignores the features)"],
+            _metric_rows(best.evaluation.metrics, [best.evaluation.metrics, training.trivial]),
         ),
         "",
         "Main features (how much the test score drops when the feature is shuffled): "
@@ -131,7 +120,7 @@ def results_section(
         "",
         *(
             f"![{Path(p).stem}]({models_dir.as_posix()}/{p})"
-            for p in sorted(training.best.evaluation.figures)
+            for p in sorted(best.evaluation.figures)
         ),
         "",
         f"How it was chosen, all candidates and limitations: [model card]"
@@ -165,22 +154,26 @@ def write_results(readme: Path, section: str) -> bool:
     return True
 
 
-def _serving_lines(parity: Parity | None) -> list[str]:
+def _serving(parity: Parity | None) -> list[str]:
     if parity is None:
-        return ["## Serving", "Served as the scikit-learn pipeline (serving.runtime: sklearn).", ""]
-    labels = (
-        ""
-        if parity.label_agreement is None
-        else f"; labels the same on {parity.label_agreement:.2%} of rows"
-        + (f" (the {parity.label_ties} others are ties)" if parity.label_ties else "")
-    )
+        return ["Served as the scikit-learn pipeline (serving.runtime: sklearn)."]
+    labels = ""
+    if parity.label_agreement is not None:
+        labels = f"; labels the same on {parity.label_agreement:.2%} of rows"
+        labels += f" (the {parity.label_ties} others are ties)" if parity.label_ties else ""
     return [
-        "## Serving",
         "Served as `model.onnx` on onnxruntime (serving.runtime: onnx). Checked against the",
         f"pipeline on the {parity.rows} test rows: largest difference {parity.max_abs_diff:.2g}"
         f" (tolerance {parity.tolerance:.0e}){labels}.",
-        "",
     ]
+
+
+def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
+    return [f"| {' | '.join(row)} |" for row in [header, ["---"] * len(header), *rows]]
+
+
+def _metric_rows(metrics: Iterable[str], scores: list[dict[str, float]]) -> list[list[str]]:
+    return [[m, *(f"{s.get(m, float('nan')):.4f}" for s in scores)] for m in metrics]
 
 
 def _target(training: Training) -> str:

@@ -32,21 +32,22 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from ..config import Settings
-from ..processed import Split, read_split
+from ..metrics import HIGHER_IS_BETTER, primary_metric
+from ..processed import read_split
 from ..schema import Schema
 from .evaluate import clearly_better, evaluate, trivial_metrics
-from .export import export_bundle, remove_challenger, restore_bundle, store_with_run
 from .features import build_pipeline
+from .lifecycle import export_bundle, remove_challenger, restore, store_with_run
 from .registry import Candidate, Promotion, Training, log_run, register, start_tracking
 from .report import results_section, write_model_card, write_results
 
 log = logging.getLogger(__name__)
-# What cross-validation maximises: the primary metric of each task, signed so higher is better.
+# Each task's primary metric as scikit-learn scores it: errors negated, so that higher is better.
+# CV scores are logged as the metric itself (RMSE, not -RMSE).
 CV_SCORING = {"classification": "f1_macro", "regression": "neg_root_mean_squared_error"}
 # OpenMP threads spin while they wait for work: on small data, or on a busy machine, extra
-# threads make HistGradientBoosting many times slower (benchmarks/results). Below this many
-# values (rows x features) training uses one thread.
-ONE_THREAD_BELOW_VALUES = 2_000_000
+# threads make HistGradientBoosting many times slower (benchmarks/results).
+ONE_THREAD_BELOW_VALUES = 2_000_000  # rows x features
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,13 @@ class CrossValidation:
     X: pd.DataFrame
     y: pd.Series
     folds: BaseCrossValidator
-    scoring: str
+    task: str
 
     def score(self, pipeline: Pipeline) -> float:
-        scores = cross_val_score(pipeline, self.X, self.y, cv=self.folds, scoring=self.scoring)
-        return float(np.mean(scores))
+        """The primary metric, averaged over the folds."""
+        scoring = CV_SCORING[self.task]
+        mean = np.mean(cross_val_score(pipeline, self.X, self.y, cv=self.folds, scoring=scoring))
+        return float(-mean if scoring.startswith("neg_") else mean)
 
 
 def train(settings: Settings) -> Promotion:
@@ -76,14 +79,23 @@ def fit(settings: Settings) -> Training:
     training row, evaluated once on the test rows and logged as an MLflow run."""
     split, schema = read_split(settings.data.processed_dir)
     start_tracking(settings)
-    with threadpool_limits(limits=training_threads(len(split.train), len(schema.names))):
-        candidates = fit_candidates(settings, split, schema)
+    family, seed, metric = settings.model.family, settings.random_state, primary_metric(schema.task)
+    X, y = schema.model_input(split.train), split.train[schema.target]
+    X_test, y_test = schema.model_input(split.test), split.test[schema.target]
+    candidates = []
+    with threadpool_limits(limits=training_threads(len(X), len(schema.names))):
+        cv = cross_validation(settings, schema, X, y)
+        baseline = cv.score(build_pipeline(schema, family, seed))
+        tuned, tuned_score = tune(settings, schema, cv)
+        for name, params, score in [("baseline", {}, baseline), ("tuned", tuned, tuned_score)]:
+            model = build_pipeline(schema, family, seed, params).fit(X, y)
+            evaluation = evaluate(schema.task, model, X_test, y_test)
+            log.info("%s: cv %s=%.4f; test %s", name, metric, score, _fmt(evaluation.metrics))
+            candidates.append(Candidate(name, model, params, score, metric, len(cv.y), evaluation))
     columns = [*schema.names, schema.target]
     trivial = trivial_metrics(schema.task, split.train[columns], split.test[columns], schema.target)
     best = select_best(candidates)
-    log.info(
-        "Selected %s by cross-validation (%s=%.4f).", best.name, best.cv_scoring, best.cv_score
-    )
+    log.info("Selected %s by cross-validation (%s=%.4f).", best.name, metric, best.cv_score)
     if not clearly_better(schema.task, best.evaluation.metrics, trivial):
         log.warning(
             "%s is not clearly better than a model that ignores the features (test %s): more "
@@ -106,18 +118,22 @@ def export(settings: Settings, training: Training, promotion: Promotion) -> Path
     champion stays in models/ and the candidate goes to models/challenger/."""
     start_tracking(settings)
     if not promotion.promoted:
-        restore_bundle(settings, promotion)
-        directory, _ = export_bundle(settings, training, promotion, settings.challenger_dir)
-        store_with_run(directory, training.best.run_id)
+        if not restore(settings.bundle_dir, promotion.champion_version, promotion.champion_run_id):
+            log.warning("Retrain the champion or move @champion (make mlflow-ui) to fix models/.")
+        export_bundle(settings, training, promotion, settings.challenger_dir)
+        store_with_run(settings.challenger_dir, training.best.run_id)
         log.info(
             "Challenger v%s is in %s/: try it with serving.rollout shadow or canary.",
-            *(promotion.version, directory),
+            *(promotion.version, settings.challenger_dir),
         )
-        return directory
-    directory, parity = export_bundle(settings, training, promotion, settings.bundle_dir)
+        return settings.challenger_dir
+    directory = settings.bundle_dir
+    parity = export_bundle(settings, training, promotion, directory)
     write_model_card(directory / "model_card.md", settings, training, promotion, parity)
     store_with_run(directory, training.best.run_id)
-    section = results_section(settings, training, promotion, directory, CV_SCORING)
+    section = results_section(
+        settings, training, promotion, directory, CV_SCORING[training.schema.task]
+    )
     if write_results(Path("README.md"), section):
         log.info("README.md: the Results section now shows v%s.", promotion.version)
     remove_challenger(settings)
@@ -129,61 +145,39 @@ def cross_validation(
 ) -> CrossValidation:
     """Folds over the training rows; past `model.search_rows`, over a sample of them (ranking
     candidates needs far fewer rows than fitting the final model)."""
-    classification = schema.task == "classification"
-    rows = settings.model.search_rows
+    classification, rows = schema.task == "classification", settings.model.search_rows
+    seed = settings.random_state
     if len(X) > rows:
         log.info("Cross-validating on a sample of %d of %d rows.", rows, len(X))
         stratify = y if classification else None
-        seed = settings.random_state
         X, _, y, _ = train_test_split(X, y, train_size=rows, stratify=stratify, random_state=seed)
     splitter = StratifiedKFold if classification else KFold
-    folds = splitter(n_splits=settings.model.cv, shuffle=True, random_state=settings.random_state)
-    return CrossValidation(X, y, folds, CV_SCORING[schema.task])
+    folds = splitter(n_splits=settings.model.cv, shuffle=True, random_state=seed)
+    return CrossValidation(X, y, folds, schema.task)
 
 
 def tune(settings: Settings, schema: Schema, cv: CrossValidation) -> tuple[dict[str, Any], float]:
     """Randomized search over `model.search_space`: the best parameters and their CV score."""
-    family, seed = settings.model.family, settings.random_state
+    family, seed, metric = settings.model.family, settings.random_state, primary_metric(cv.task)
     space = settings.model.search_space.get(family, {})
     if not space:
         log.info("No search space for %s: the tuned candidate uses defaults.", family)
         return {}, cv.score(build_pipeline(schema, family, seed))
     sampler = list(ParameterSampler(space, n_iter=settings.model.n_iter, random_state=seed))
-    best_params: dict[str, Any] = {}
-    best_score = -np.inf
+    scored = []
     for i, params in enumerate(sampler, start=1):
         score = cv.score(build_pipeline(schema, family, seed, params))
-        log.info("Search %d/%d: cv %s=%.4f %s", i, len(sampler), cv.scoring, score, params)
-        if score > best_score:
-            best_params, best_score = params, score
-    return best_params, float(best_score)
-
-
-def fit_candidates(settings: Settings, split: Split, schema: Schema) -> list[Candidate]:
-    """Baseline and tuned, each scored by CV, then fit on every training row and evaluated
-    once on the test rows."""
-    X, y = schema.model_input(split.train), split.train[schema.target]
-    family, seed = settings.model.family, settings.random_state
-    cv = cross_validation(settings, schema, X, y)
-    baseline_score = cv.score(build_pipeline(schema, family, seed))
-    tuned_params, tuned_score = tune(settings, schema, cv)
-    candidates = []
-    for name, params, score in [
-        ("baseline", {}, baseline_score),
-        ("tuned", tuned_params, tuned_score),
-    ]:
-        model = build_pipeline(schema, family, seed, params).fit(X, y)
-        X_test, y_test = schema.model_input(split.test), split.test[schema.target]
-        evaluation = evaluate(schema.task, model, X_test, y_test)
-        log.info("%s: cv %s=%.4f; test %s", name, cv.scoring, score, _fmt(evaluation.metrics))
-        candidates.append(Candidate(name, model, params, score, cv.scoring, len(cv.y), evaluation))
-    return candidates
+        log.info("Search %d/%d: cv %s=%.4f %s", i, len(sampler), metric, score, params)
+        scored.append((params, score))
+    sign = 1 if HIGHER_IS_BETTER[metric] else -1
+    return max(scored, key=lambda pair: sign * pair[1])  # on a tie, the first
 
 
 def select_best(candidates: list[Candidate]) -> Candidate:
     """The candidate with the best CV score; on a tie the simpler (earlier) one. Test metrics
     play no part: a choice made on them would make them an optimistic estimate."""
-    return max(candidates, key=lambda c: c.cv_score)
+    sign = 1 if HIGHER_IS_BETTER[candidates[0].cv_scoring] else -1
+    return max(candidates, key=lambda candidate: sign * candidate.cv_score)
 
 
 def training_threads(rows: int, features: int) -> int | None:
