@@ -114,6 +114,8 @@ if __name__ == "__main__":
         keep_one(workflows / f"cd-{deploy}.yml", variants, workflows / "cd.yml")
     if not ANSWERS["include_monitoring"]:
         remove(f"{PACKAGE}/monitoring", "tests/monitoring", ".github/workflows/monitor.yml")
+    if ANSWERS["orchestrator"] == "none":
+        remove(f"{PACKAGE}/orchestration", "tests/orchestration", "prefect.yaml", "deploy/prefect")
     if ANSWERS["ci"] != "github":
         remove(".github")
     if ANSWERS["ci"] != "gitlab":

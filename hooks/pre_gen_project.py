@@ -16,6 +16,7 @@ CHOICES = {
     "task": ["classification", "regression"],
     "model_family": ["hist_gradient_boosting", "random_forest", "linear"],
     "ci": ["github", "gitlab", "none"],
+    "orchestrator": ["prefect", "none"],
     "deploy": ["render", "huggingface", "none"],
     "license": ["MIT", "Apache-2.0", "BSD-3-Clause", "Proprietary"],
 }
@@ -102,6 +103,11 @@ def find_problem() -> str | None:
         return (
             f"deploy {ANSWERS['deploy']!r} ships the container image, and include_docker is no: "
             "answer include_docker=yes, or deploy=none."
+        )
+    if ANSWERS["orchestrator"] != "none" and not ANSWERS["include_monitoring"]:
+        return (
+            f"orchestrator {ANSWERS['orchestrator']!r} runs the monitoring loop, and "
+            "include_monitoring is no: answer include_monitoring=yes, or orchestrator=none."
         )
     return None
 

@@ -28,13 +28,17 @@ AXES: dict[str, list[Any]] = {
 # combination of their values is baked. Everything else only needs to meet every other value once.
 INTERACTING: list[tuple[str, ...]] = [
     ("include_docker", "deploy", "ci"),
-    ("include_monitoring", "ci"),
+    ("include_monitoring", "ci", "orchestrator"),
 ]
 
 
 def allowed(answers: dict[str, Any]) -> bool:
-    """Whether the hook accepts these (possibly partial) answers: deploying needs the image."""
-    return answers.get("include_docker", True) or answers.get("deploy", "none") == "none"
+    """Whether the hook accepts these (possibly partial) answers: deploying needs the image,
+    the orchestrator the monitoring."""
+    docker = answers.get("include_docker", True) or answers.get("deploy", "none") == "none"
+    return docker and (
+        answers.get("include_monitoring", True) or answers.get("orchestrator", "none") == "none"
+    )
 
 
 def requirements() -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from helpers import AXES, OPTIONS
 TASKS_AND_FAMILIES = list(itertools.product(AXES["task"], AXES["model_family"]))
 DEFAULT = (OPTIONS["task"][0], OPTIONS["model_family"][0])
 # Generated tests that do not depend on the model family: they run in each task's first family
-# only (the HTTP server processes, guards, the prediction log's spool and store, smoke, alerts,
+# only (the HTTP server processes, guards, the prediction log, smoke, alerts, the Prefect flows,
 # the demo loop; each family's training, export and parity have their own tests).
 FAMILY_INDEPENDENT = (
     "tests/test_demo.py",
@@ -24,9 +24,9 @@ FAMILY_INDEPENDENT = (
     "tests/serving/test_guards.py",
     "tests/serving/test_process.py",
     "tests/monitoring/test_alerts.py",
-    "tests/test_spool.py",
-    "tests/test_store.py",
+    "tests/prediction_log/test_writer.py",
     "tests/test_smoke.py",
+    "tests/orchestration",
 )
 
 

@@ -186,6 +186,40 @@ def compare() -> None:
 
     run_compare(get_settings())
 {%- endif %}
+{%- if cookiecutter.orchestrator == "prefect" %}
+
+
+@stage
+def pipeline(
+    flow: Annotated[str, typer.Option(help="training, or monitoring (drift -> retrain).")] = (
+        "training"
+    ),
+) -> None:
+    """One run of a Prefect flow; prints its final state (exit 1 unless Completed)."""
+    from .orchestration.flows import run
+
+    state = run(flow)
+    if not state.is_completed():
+        log.error("Flow %s: %s: %s", flow, state.name, state.message)
+        raise typer.Exit(1)
+    log.info("Flow %s: %s", flow, state.name)
+
+
+@stage
+def schedule() -> None:
+    """Serve the training and monitoring flows on their cron schedules until Ctrl-C."""
+    from .orchestration.schedule import schedule as serve_flows
+
+    serve_flows(get_settings())
+
+
+@stage
+def orchestrator_ui() -> None:
+    """The local Prefect server and UI: every run of the flows, its logs and artifacts."""
+    from .orchestration.schedule import orchestrator_ui as run_ui
+
+    run_ui()
+{%- endif %}
 
 
 @stage

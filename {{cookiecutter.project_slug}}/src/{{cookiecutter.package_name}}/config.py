@@ -122,6 +122,13 @@ class MonitoringSettings(Section):
     alert_webhook_url: SecretStr | None = None
 
 
+class OrchestrationSettings(Section):
+    training_cron: str = "0 3 * * 1"  # `make schedule`: retrain Mondays at 03:00 (UTC)
+    monitoring_cron: str = "0 6 * * *"  # drift and live quality every day at 06:00 (UTC)
+    promote: Literal["manual", "auto"] = "manual"  # a winning challenger: alert, or promote it
+    min_challenger_rows: int = Field(100, ge=1)  # labelled live rows each model needs first
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ML_", env_nested_delimiter="__", extra="forbid")
 
@@ -133,6 +140,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     prediction_log: PredictionLogSettings = PredictionLogSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    orchestration: OrchestrationSettings = OrchestrationSettings()
 
     @field_validator("mlflow")
     @classmethod

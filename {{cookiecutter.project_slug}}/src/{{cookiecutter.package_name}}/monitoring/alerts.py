@@ -28,15 +28,21 @@ GITHUB_RUN = ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
 def notify(settings: Settings, drift: DriftSummary, quality: QualitySummary) -> list[str]:
     """Post the findings (drift, degraded versions) to the webhook, if any; return them."""
     found = findings(drift, quality)
+    if found:
+        announce(settings, found)
+    return found
+
+
+def announce(settings: Settings, lines: list[str]) -> None:
+    """Post `lines` to the webhook, if one is set, with where to look."""
     secret = settings.monitoring.alert_webhook_url
     url = secret.get_secret_value() if secret else ""  # CI passes an unset secret as ""
-    if found and not url:
+    if not url:
         log.info("No alert sent: set ML_MONITORING__ALERT_WEBHOOK_URL to get one.")
-    elif found:
-        where = where_to_look(str(settings.monitoring.reports_dir))
-        text = f"[{settings.model.registered_name}] {' '.join(found)} See {where}"
-        send(url, {"text": text[:MAX_CHARACTERS], "content": text[:MAX_CHARACTERS]})
-    return found
+        return
+    where = where_to_look(str(settings.monitoring.reports_dir))
+    text = f"[{settings.model.registered_name}] {' '.join(lines)} See {where}"
+    send(url, {"text": text[:MAX_CHARACTERS], "content": text[:MAX_CHARACTERS]})
 
 
 def findings(drift: DriftSummary, quality: QualitySummary) -> list[str]:

@@ -18,7 +18,7 @@ import pandas as pd
 from ..bundle import METADATA_FILE, BundleError, load_bundle
 from ..config import Settings
 from ..errors import UserError
-from ..metrics import live_scores
+from ..metrics import is_better, live_scores, primary_metric
 from ..prediction_log.reader import Key, Reader
 
 log = logging.getLogger(__name__)
@@ -109,3 +109,12 @@ def _summary(
         actual, predicted = zip(*pairs, strict=True)
         summary.live = live_scores(task, list(actual), list(predicted))
     return summary
+
+
+def challenger_wins(result: Comparison, min_rows: int) -> bool | None:
+    """Whether the challenger beats the champion on the primary metric of the labelled live
+    rows; None while either has fewer than `min_rows` of them."""
+    if min(result.champion.labelled, result.challenger.labelled) < min_rows:
+        return None
+    metric = primary_metric(result.task)
+    return is_better(result.task, result.challenger.live[metric], result.champion.live[metric])

@@ -1,0 +1,79 @@
+"""Flows on a schedule: `make schedule` serves both on the crons of config.yaml until Ctrl-C, on a
+Prefect server (the one `make orchestrator-ui` runs, or one of its own), and every run shows in
+the UI. All of Prefect's state stays in .prefect/ (pyproject.toml: [tool.prefect])."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+from prefect.server.schemas.schedules import CronSchedule
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from ..config import Settings
+from ..errors import UserError
+from .flows import FLOWS
+
+log = logging.getLogger(__name__)
+PORT = 4200
+SERVER = [sys.executable, "-m", "prefect", "server", "start", "--port", str(PORT)]
+
+
+def schedule(settings: Settings) -> None:
+    """Serve both flows on their cron schedules (orchestration.*, in UTC) until Ctrl-C."""
+    crons = {
+        "training": settings.orchestration.training_cron,
+        "monitoring": settings.orchestration.monitoring_cron,
+    }
+    # The temporary server of a single run has no scheduler: schedules need a real one.
+    with prefect_server() as url, temporary_settings({PREFECT_API_URL: url}):
+        for name, cron in crons.items():
+            (when,) = asyncio.run(CronSchedule(cron=cron).get_dates(n=1))
+            log.info(
+                "Deployment %s: cron %r, next run %s UTC", name, cron, f"{when:%Y-%m-%d %H:%M}"
+            )
+        serve(*(RunnerDeployment.from_flow(FLOWS[n], n, cron=c) for n, c in crons.items()))
+
+
+def orchestrator_ui() -> None:
+    """The Prefect server and UI in the foreground, until Ctrl-C."""
+    log.info("Prefect UI on http://127.0.0.1:%d (Ctrl+C to stop)", PORT)
+    subprocess.run(SERVER, check=False)
+
+
+@contextmanager
+def prefect_server() -> Iterator[str]:
+    """The API of `make orchestrator-ui` when it runs, else a server started for this block."""
+    url = PREFECT_API_URL.value() or f"http://127.0.0.1:{PORT}/api"
+    if _answers(url):
+        yield url
+        return
+    # A session of its own: Ctrl-C stops the flows first, then this block stops the server.
+    server = subprocess.Popen(SERVER, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise UserError(f"The Prefect server did not start on port {PORT}: is it in use?")
+            time.sleep(0.5)
+        log.info("Prefect UI on http://127.0.0.1:%d (runs, logs, artifacts)", PORT)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _answers(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2):  # a local URL: no file://
+            return True
+    except OSError:
+        return False
