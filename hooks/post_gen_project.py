@@ -116,6 +116,8 @@ if __name__ == "__main__":
         remove(f"{PACKAGE}/monitoring", "tests/monitoring", ".github/workflows/monitor.yml")
     if ANSWERS["orchestrator"] == "none":
         remove(f"{PACKAGE}/orchestration", "tests/orchestration", "prefect.yaml", "deploy/prefect")
+    if not ANSWERS["include_docker"]:  # the Kubernetes jobs of prefect.yaml run the training image
+        remove("prefect.yaml")
     if ANSWERS["ci"] != "github":
         remove(".github")
     if ANSWERS["ci"] != "gitlab":
