@@ -100,7 +100,10 @@ if __name__ == "__main__":
     deploy = ANSWERS["deploy"]
     # The image is what every deploy target runs: without Docker there is nothing to deploy.
     if not ANSWERS["include_docker"]:
-        remove("Dockerfile", ".dockerignore", "requirements", "tests/test_lock.py", "deploy")
+        remove(
+            "Dockerfile", ".dockerignore", "requirements", "deploy",
+            "tests/test_lock.py", "tests/platforms.py", "tests/test_platforms.py",
+        )  # fmt: skip
     if deploy != "render":
         remove("render.yaml")
     if deploy != "huggingface":

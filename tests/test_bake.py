@@ -124,6 +124,8 @@ def expected_parts(answers: dict[str, Any]) -> dict[str, bool]:
         ".dockerignore": docker,
         "requirements/serve.txt": docker,  # the image's lock, and the test that checks it
         "tests/test_lock.py": docker,
+        "tests/platforms.py": docker,  # the image run as each deploy target runs it
+        "tests/test_platforms.py": docker,
         "deploy/kubernetes/kustomization.yaml": docker,
         "render.yaml": deploy == "render",
         "deploy/huggingface/README.md": deploy == "huggingface",
