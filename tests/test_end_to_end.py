@@ -407,20 +407,9 @@ def sklearn_answer(project: Path, package: str, rows: list[dict[str, Any]]) -> l
 # The Kubernetes manifests ship with every image (deploy=none included); the others are the
 # deploy target's own platform.
 PLATFORM_OF = {"none": "kubernetes"}
-SPACE_SPOOL = "the image's /app/var is writable by uid 10001 only: a Space (uid 1000) cannot spool"
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(
-            d,
-            marks=pytest.mark.xfail(raises=pytest.fail.Exception, reason=SPACE_SPOOL, strict=True),
-        )
-        if d == "huggingface"
-        else d
-        for d in AXES["deploy"]
-    ]
-)
+@pytest.fixture(params=AXES["deploy"])
 def target(request: pytest.FixtureRequest, bake: Callable[..., Path]) -> tuple[str, Path]:
     """A deploy target's platform and a bake with its files."""
     deploy = str(request.param)
