@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,35 @@ def test_the_image_serves_only_the_bundle_it_was_built_with(project: Path) -> No
     assert f"--build-arg MODEL_SHA256={digest} " in dry_run
     assert "ARG MODEL_SHA256" in (project / "Dockerfile").read_text(encoding="utf-8")
     assert dockerfile_env(project)["ML_SERVING__MODEL_SHA256"] == "${MODEL_SHA256}"
+
+
+def image_labels(project: Path) -> dict[str, str]:
+    """The final image's LABELs, unquoted as Docker reads them."""
+    text = (project / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    (labels,) = [line for line in text.splitlines() if line.startswith("LABEL ")]
+    pairs = [pair.split("=", 1) for pair in shlex.split(labels.removeprefix("LABEL "))]
+    # Then Docker's variable substitution: \$ is a literal $, any other $NAME an (unset) variable.
+    docker = re.compile(r"\\\$|\$\{?\w*\}?")
+    return {key: docker.sub(lambda m: "$" if m[0] == "\\$" else "", value) for key, value in pairs}
+
+
+@pytest.mark.parametrize(
+    ("ci", "license", "spdx", "host"),
+    [
+        ("github", "MIT", "MIT", "github.com"),
+        ("gitlab", "Proprietary", "LicenseRef-Proprietary", "gitlab.com"),
+    ],
+)
+def test_image_labels_link_the_package_to_its_repository(
+    bake: Callable[..., Path], ci: str, license: str, spdx: str, host: str
+) -> None:
+    """GitHub connects a pushed package to the repository its source label names."""
+    description = 'Say "hi" for $5 \\o/'  # quotes, a variable sign, a backslash
+    answers = {"ci": ci, "license": license, "description": description}
+    project = bake(repository_owner="Ada-Lovelace", **answers)
+    assert image_labels(project) == {
+        "org.opencontainers.image.source": f"https://{host}/ada-lovelace/tumor-classifier",
+        "org.opencontainers.image.description": description,
+        "org.opencontainers.image.licenses": spdx,
+    }
+    run([tool("hadolint"), str(project / "Dockerfile")], cwd=project)
