@@ -95,6 +95,13 @@ def keep_one(chosen: Path, variants: list[Path], final: Path) -> None:
             variant.unlink()
 
 
+def ci_on_every_push(ci: Path) -> None:
+    """Without CD, CI runs on pushes to main too (with CD, cd.yml runs it there first)."""
+    if ci.is_file():
+        lines = ci.read_text().splitlines(keepends=True)
+        ci.write_text("".join(line for line in lines if "branches-ignore: [main]" not in line))
+
+
 if __name__ == "__main__":
     write_cruft_state()
     deploy = ANSWERS["deploy"]
@@ -113,6 +120,7 @@ if __name__ == "__main__":
     variants = sorted(workflows.glob("cd-*.yml"))
     if deploy == "none":
         remove(*map(str, variants))
+        ci_on_every_push(workflows / "ci.yml")
     else:
         keep_one(workflows / f"cd-{deploy}.yml", variants, workflows / "cd.yml")
     if not ANSWERS["include_monitoring"]:
