@@ -1,4 +1,5 @@
-"""The deploy files of a bake: Kubernetes manifests, the Render Blueprint, the Space files.
+"""The deploy files of a bake: Kubernetes manifests, the Render Blueprint, the Space files,
+the image's labels.
 
 Each is checked against what the rest of the bake says: the routes the app serves, the port
 and log path of the image, the registry CD pushes to.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers import run, tool
+from helpers import TEMPLATE, run, tool
 
 KUBERNETES = Path("deploy/kubernetes")
+# Render's published Blueprint schema (source and date: tests/schemas/README.md).
+RENDER_SCHEMA = TEMPLATE / "tests" / "schemas" / "render.yaml.json"
 MEASURED_WORKER_MIB = 140  # resident memory of one served worker of the default bake
 MEBI = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
 
@@ -164,20 +168,31 @@ def test_pod_is_non_root_with_a_read_only_root_and_a_writable_log(
 
 
 @pytest.mark.parametrize("ci", ["github", "gitlab"])
-def test_render_blueprint_runs_the_pushed_image_on_the_free_plan(
+def test_render_blueprint_matches_renders_schema_and_runs_the_pushed_image(
     bake: Callable[..., Path], ci: str
 ) -> None:
     answers = {"ci": ci, "deploy": "render", "repository_owner": "ada"}
     project = bake(**answers)
+    run(
+        [tool("check-jsonschema"), "--schemafile", str(RENDER_SCHEMA), str(project / "render.yaml")]
+    )
+    # What the schema cannot know: the image CD pushes, a route the app serves, the free plan.
     (service,) = load(project / "render.yaml")["services"]
-    assert service["type"] == "web"
-    assert service["runtime"] == "image"
-    assert service["plan"] == "free"
+    assert (service["type"], service["runtime"], service["plan"]) == ("web", "image", "free")
     assert service["image"]["url"] == f"{image_of_cd(answers)}:latest"
     assert service["healthCheckPath"] == "/ready"
     assert service["healthCheckPath"] in routes(project)
     # Render sets PORT itself: the Blueprint must not pin another one.
     assert "PORT" not in {item["key"] for item in service.get("envVars", [])}
+
+
+def test_the_render_schema_refuses_a_misspelt_key(default_project: Path, tmp_path: Path) -> None:
+    """The vendored schema is strict: a key Render does not know fails, as Render's sync would."""
+    blueprint = (default_project / "render.yaml").read_text(encoding="utf-8")
+    misspelt = tmp_path / "render.yaml"
+    misspelt.write_text(blueprint.replace("healthCheckPath:", "healthcheckPath:"))
+    command = [tool("check-jsonschema"), "--schemafile", str(RENDER_SCHEMA), str(misspelt)]
+    assert subprocess.run(command, capture_output=True, check=False).returncode == 1
 
 
 def test_space_serves_the_pushed_image_on_its_app_port(bake: Callable[..., Path]) -> None:
