@@ -113,6 +113,8 @@ if __name__ == "__main__":
         )  # fmt: skip
     if deploy != "render":
         remove("render.yaml")
+    if deploy != "cloudrun":
+        remove("deploy/cloudrun")
     if deploy != "huggingface":
         remove("deploy/huggingface")
     # One CD workflow per target (workflows are copied, not rendered): keep the chosen one.

@@ -101,6 +101,8 @@ def deploy_targets(project: Path) -> dict[str, Platform]:
         (service,) = _load(blueprint)["services"]
         env = {item["key"]: str(item["value"]) for item in service.get("envVars", [])}
         targets["render"] = Platform("render", None, None, env=env, **RENDER_FREE)
+    if (service := project / "deploy/cloudrun/service.yaml").is_file():
+        targets["cloudrun"] = _cloud_run(_load(service))
     if (space := project / "deploy/huggingface").is_dir():
         readme = (space / "README.md").read_text(encoding="utf-8")
         port = int(yaml.safe_load(readme.split("---")[1])["app_port"])  # front matter
@@ -114,7 +116,7 @@ def _kubernetes(manifest: dict[str, Any]) -> Platform:
     pod = manifest["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     context = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
-    env = {item["name"]: str(item["value"]) for item in container.get("env", [])}
+    env = _env(container)
     return Platform(
         "kubernetes",
         context["runAsUser"],
@@ -126,6 +128,26 @@ def _kubernetes(manifest: dict[str, Any]) -> Platform:
         fs_group=context.get("fsGroup"),
         read_only_root=bool(context.get("readOnlyRootFilesystem")),
     )
+
+
+def _cloud_run(service: dict[str, Any]) -> Platform:
+    """Cloud Run runs the image's USER; an arbitrary uid, as OpenShift-style platforms use, is
+    stricter. Its files are in memory, writable where the image allows."""
+    (container,) = service["spec"]["template"]["spec"]["containers"]
+    return Platform(
+        "cloudrun",
+        ARBITRARY_UID,
+        ARBITRARY_UID,
+        port=int(container["ports"][0]["containerPort"]),  # Cloud Run's $PORT
+        memory_mib=mebibytes(container["resources"]["limits"]["memory"]),
+        env=_env(container),
+    )
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    """A container's plain variables (those from a secret have no value here)."""
+    variables = container.get("env", [])
+    return {item["name"]: str(item["value"]) for item in variables if "value" in item}
 
 
 def mebibytes(quantity: str) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 import platforms
 from {{ cookiecutter.package_name }}.bundle import METADATA_FILE, sha256
@@ -29,6 +30,7 @@ from {{ cookiecutter.package_name }}.smoke import SmokeError, smoke
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = platforms.deploy_targets(ROOT)
+CLOUD_RUN = ROOT / "deploy" / "cloudrun" / "service.yaml"
 REQUESTS = 5
 IMPORT = "import {{ cookiecutter.package_name }}.serving.app"  # what the server imports
 
@@ -131,6 +133,19 @@ def test_the_image_serves_as_the_platform_runs_it(
         assert logged_rows(launch.root) == REQUESTS * report.predictions
         (database,) = launch.root.rglob("*.db")
         assert database.stat().st_uid == launch.uid, "the log was written by another user"
+
+
+@pytest.mark.skipif(not CLOUD_RUN.is_file(), reason="this project has no Cloud Run service")
+def test_cloud_run_limits_follow_config_yaml() -> None:
+    """Cloud Run starts another instance before the worker would answer 503 and waits a little
+    longer than the service's own timeout: after changing serving.max_concurrency or
+    serving.request_timeout in config.yaml, change deploy/cloudrun/service.yaml too."""
+    serving = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))["serving"]
+    service = yaml.safe_load(CLOUD_RUN.read_text(encoding="utf-8"))
+    spec = service["spec"]["template"]["spec"]
+    workers = int(platforms.deploy_targets(ROOT)["cloudrun"].env["WORKERS"])
+    assert spec["containerConcurrency"] == serving["max_concurrency"] * workers
+    assert serving["request_timeout"] < spec["timeoutSeconds"] <= serving["request_timeout"] + 10
 
 
 def test_a_dockerfile_the_emulation_cannot_reproduce_is_refused(tmp_path: Path) -> None:
