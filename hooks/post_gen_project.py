@@ -95,14 +95,26 @@ def keep_one(chosen: Path, variants: list[Path], final: Path) -> None:
             variant.unlink()
 
 
+def ci_on_every_push(ci: Path) -> None:
+    """Without CD, CI runs on pushes to main too (with CD, cd.yml runs it there first)."""
+    if ci.is_file():
+        lines = ci.read_text().splitlines(keepends=True)
+        ci.write_text("".join(line for line in lines if "branches-ignore: [main]" not in line))
+
+
 if __name__ == "__main__":
     write_cruft_state()
     deploy = ANSWERS["deploy"]
     # The image is what every deploy target runs: without Docker there is nothing to deploy.
     if not ANSWERS["include_docker"]:
-        remove("Dockerfile", ".dockerignore", "requirements", "tests/test_lock.py", "deploy")
+        remove(
+            "Dockerfile", ".dockerignore", "requirements", "deploy",
+            "tests/test_lock.py", "tests/platforms.py", "tests/test_platforms.py",
+        )  # fmt: skip
     if deploy != "render":
         remove("render.yaml")
+    if deploy != "cloudrun":
+        remove("deploy/cloudrun")
     if deploy != "huggingface":
         remove("deploy/huggingface")
     # One CD workflow per target (workflows are copied, not rendered): keep the chosen one.
@@ -110,6 +122,7 @@ if __name__ == "__main__":
     variants = sorted(workflows.glob("cd-*.yml"))
     if deploy == "none":
         remove(*map(str, variants))
+        ci_on_every_push(workflows / "ci.yml")
     else:
         keep_one(workflows / f"cd-{deploy}.yml", variants, workflows / "cd.yml")
     if not ANSWERS["include_monitoring"]:

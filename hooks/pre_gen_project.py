@@ -17,7 +17,7 @@ CHOICES = {
     "model_family": ["hist_gradient_boosting", "random_forest", "linear"],
     "ci": ["github", "gitlab", "none"],
     "orchestrator": ["prefect", "none"],
-    "deploy": ["render", "huggingface", "none"],
+    "deploy": ["render", "cloudrun", "huggingface", "none"],
     "license": ["MIT", "Apache-2.0", "BSD-3-Clause", "Proprietary"],
 }
 SWITCHES = ["include_docker", "include_monitoring"]

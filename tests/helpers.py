@@ -125,12 +125,24 @@ def run(command: list[str], *, cwd: Path | None = None, **kwargs: Any) -> str:
     return result.stdout
 
 
+def load_module(name: str, path: Path) -> ModuleType:
+    """A Python file of the template or of a bake, loaded on its own."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_service_process() -> ModuleType:
     """The generated project's start / wait-until-ready / stop helper, written once and used by
     its demo, its tests, the benchmarks and these tests (stdlib only, no template syntax)."""
     path = TEMPLATE / "{{cookiecutter.project_slug}}/src/{{cookiecutter.package_name}}"
-    spec = importlib.util.spec_from_file_location("service_process", path / "serving/process.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("service_process", path / "serving/process.py")
+
+
+def load_platforms(project: Path) -> ModuleType:
+    """A bake's tests/platforms.py: its image run as each deploy target runs it (stdlib and
+    PyYAML only)."""
+    return load_module(f"platforms_{project.parent.name}", project / "tests" / "platforms.py")

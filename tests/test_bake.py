@@ -124,13 +124,17 @@ def expected_parts(answers: dict[str, Any]) -> dict[str, bool]:
         ".dockerignore": docker,
         "requirements/serve.txt": docker,  # the image's lock, and the test that checks it
         "tests/test_lock.py": docker,
+        "tests/platforms.py": docker,  # the image run as each deploy target runs it
+        "tests/test_platforms.py": docker,
         "deploy/kubernetes/kustomization.yaml": docker,
         "render.yaml": deploy == "render",
+        "deploy/cloudrun/service.yaml": deploy == "cloudrun",
         "deploy/huggingface/README.md": deploy == "huggingface",
         "deploy/huggingface/Dockerfile": deploy == "huggingface",
         ".github/workflows/cd.yml": github and deploy != "none",
         ".github/workflows/cd-render.yml": False,
         ".github/workflows/cd-huggingface.yml": False,
+        ".github/workflows/cd-cloudrun.yml": False,
         f"src/{PACKAGE}/monitoring": monitoring,
         "tests/monitoring": monitoring,
         ".github": github,

@@ -1,4 +1,5 @@
-"""The deploy files of a bake: Kubernetes manifests, the Render Blueprint, the Space files.
+"""The deploy files of a bake: Kubernetes manifests, the Render Blueprint, the Cloud Run
+service and `make deploy-cloudrun`, the Space files, the image's labels.
 
 Each is checked against what the rest of the bake says: the routes the app serves, the port
 and log path of the image, the registry CD pushes to.
@@ -7,7 +8,11 @@ and log path of the image, the registry CD pushes to.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shlex
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,9 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers import run, tool
+from helpers import AXES, OPTIONS, TEMPLATE, run, tool
 
 KUBERNETES = Path("deploy/kubernetes")
+# Render's published Blueprint schema (source and date: tests/schemas/README.md).
+RENDER_SCHEMA = TEMPLATE / "tests" / "schemas" / "render.yaml.json"
 MEASURED_WORKER_MIB = 140  # resident memory of one served worker of the default bake
 MEBI = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
 
@@ -163,20 +170,31 @@ def test_pod_is_non_root_with_a_read_only_root_and_a_writable_log(
 
 
 @pytest.mark.parametrize("ci", ["github", "gitlab"])
-def test_render_blueprint_runs_the_pushed_image_on_the_free_plan(
+def test_render_blueprint_matches_renders_schema_and_runs_the_pushed_image(
     bake: Callable[..., Path], ci: str
 ) -> None:
     answers = {"ci": ci, "deploy": "render", "repository_owner": "ada"}
     project = bake(**answers)
+    run(
+        [tool("check-jsonschema"), "--schemafile", str(RENDER_SCHEMA), str(project / "render.yaml")]
+    )
+    # What the schema cannot know: the image CD pushes, a route the app serves, the free plan.
     (service,) = load(project / "render.yaml")["services"]
-    assert service["type"] == "web"
-    assert service["runtime"] == "image"
-    assert service["plan"] == "free"
+    assert (service["type"], service["runtime"], service["plan"]) == ("web", "image", "free")
     assert service["image"]["url"] == f"{image_of_cd(answers)}:latest"
     assert service["healthCheckPath"] == "/ready"
     assert service["healthCheckPath"] in routes(project)
     # Render sets PORT itself: the Blueprint must not pin another one.
     assert "PORT" not in {item["key"] for item in service.get("envVars", [])}
+
+
+def test_the_render_schema_refuses_a_misspelt_key(default_project: Path, tmp_path: Path) -> None:
+    """The vendored schema is strict: a key Render does not know fails, as Render's sync would."""
+    blueprint = (default_project / "render.yaml").read_text(encoding="utf-8")
+    misspelt = tmp_path / "render.yaml"
+    misspelt.write_text(blueprint.replace("healthCheckPath:", "healthcheckPath:"))
+    command = [tool("check-jsonschema"), "--schemafile", str(RENDER_SCHEMA), str(misspelt)]
+    assert subprocess.run(command, capture_output=True, check=False).returncode == 1
 
 
 def test_space_serves_the_pushed_image_on_its_app_port(bake: Callable[..., Path]) -> None:
@@ -210,3 +228,179 @@ def test_the_image_serves_only_the_bundle_it_was_built_with(project: Path) -> No
     assert f"--build-arg MODEL_SHA256={digest} " in dry_run
     assert "ARG MODEL_SHA256" in (project / "Dockerfile").read_text(encoding="utf-8")
     assert dockerfile_env(project)["ML_SERVING__MODEL_SHA256"] == "${MODEL_SHA256}"
+
+
+def image_labels(project: Path) -> dict[str, str]:
+    """The final image's LABELs, unquoted as Docker reads them."""
+    text = (project / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    (labels,) = [line for line in text.splitlines() if line.startswith("LABEL ")]
+    pairs = [pair.split("=", 1) for pair in shlex.split(labels.removeprefix("LABEL "))]
+    # Then Docker's variable substitution: \$ is a literal $, any other $NAME an (unset) variable.
+    docker = re.compile(r"\\\$|\$\{?\w*\}?")
+    return {key: docker.sub(lambda m: "$" if m[0] == "\\$" else "", value) for key, value in pairs}
+
+
+@pytest.mark.parametrize(
+    ("ci", "license", "spdx", "host"),
+    [
+        ("github", "MIT", "MIT", "github.com"),
+        ("gitlab", "Proprietary", "LicenseRef-Proprietary", "gitlab.com"),
+    ],
+)
+def test_image_labels_link_the_package_to_its_repository(
+    bake: Callable[..., Path], ci: str, license: str, spdx: str, host: str
+) -> None:
+    """GitHub connects a pushed package to the repository its source label names."""
+    description = 'Say "hi" for $5 \\o/'  # quotes, a variable sign, a backslash
+    answers = {"ci": ci, "license": license, "description": description}
+    project = bake(repository_owner="Ada-Lovelace", **answers)
+    assert image_labels(project) == {
+        "org.opencontainers.image.source": f"https://{host}/ada-lovelace/tumor-classifier",
+        "org.opencontainers.image.description": description,
+        "org.opencontainers.image.licenses": spdx,
+    }
+    run([tool("hadolint"), str(project / "Dockerfile")], cwd=project)
+
+
+CLOUD_RUN = Path("deploy/cloudrun/service.yaml")
+# A stand-in for docker and gcloud: records each call; `gcloud run services replace FILE` keeps
+# the file it was given and prints the service's URL, as gcloud does with that --format.
+RECORDER = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$CALLS"
+if [ "$1 $2 $3" = "run services replace" ]; then
+    cp "$4" "$CALLS.yaml"
+    echo https://tumor-classifier-123456.europe-west1.run.app
+fi
+"""
+
+
+@pytest.fixture(scope="module")
+def cloud_run_project(bake: Callable[..., Path]) -> Path:
+    return bake(deploy="cloudrun", repository_owner="Ada-Lovelace")
+
+
+def cloud_run_container(service: dict[str, Any]) -> dict[str, Any]:
+    (only,) = service["spec"]["template"]["spec"]["containers"]
+    return dict(only)
+
+
+def test_cloud_run_service_scales_to_zero_in_the_free_tier_and_probes_the_apps_routes(
+    cloud_run_project: Path,
+) -> None:
+    service = load(cloud_run_project / CLOUD_RUN)
+    assert (service["apiVersion"], service["kind"]) == ("serving.knative.dev/v1", "Service")
+    assert service["metadata"]["name"] == cloud_run_project.name
+    annotations = service["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["autoscaling.knative.dev/minScale"] == "0"
+    # CPU only during requests: request-based billing, the one the free tier covers.
+    assert annotations["run.googleapis.com/cpu-throttling"] == "true"
+    container = cloud_run_container(service)
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}
+    assert mebibytes(container["resources"]["limits"]["memory"]) > MEASURED_WORKER_MIB
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["WORKERS"] == "1", "512Mi is sized for one worker"
+    assert "PORT" not in env, "Cloud Run sets PORT itself, from containerPort"
+    assert container["startupProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert {"/ready", "/health"} <= routes(cloud_run_project)
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] <= 240  # Cloud Run's maximum
+
+
+def test_cloud_run_limits_follow_the_services_own_settings(cloud_run_project: Path) -> None:
+    serving = load(cloud_run_project / "config.yaml")["serving"]
+    service = load(cloud_run_project / CLOUD_RUN)
+    spec = service["spec"]["template"]["spec"]
+    env = {item["name"]: item.get("value") for item in cloud_run_container(service)["env"]}
+    # An instance takes what its workers take before they would answer 503 themselves.
+    assert spec["containerConcurrency"] == serving["max_concurrency"] * int(env["WORKERS"])
+    # Cloud Run waits a little longer than the service, which answers 408/503 itself.
+    assert serving["request_timeout"] < spec["timeoutSeconds"] <= serving["request_timeout"] + 10
+
+
+@pytest.fixture
+def recorded(cloud_run_project: Path, tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A copy of the project, the file the calls go to, and a PATH whose docker and gcloud
+    only record them."""
+    project = tmp_path / "project"
+    shutil.copytree(cloud_run_project, project)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("docker", "gcloud"):
+        (bin_dir / name).write_text(RECORDER)
+        (bin_dir / name).chmod(0o755)
+    calls = tmp_path / "calls"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS": str(calls)}
+    return project, calls, env
+
+
+def test_make_deploy_cloudrun_pushes_the_commits_image_and_applies_the_service(
+    recorded: tuple[Path, Path, dict[str, str]],
+) -> None:
+    """What CD runs, with nothing filled in by hand: the commit's image goes to the project's
+    Artifact Registry, and the service file with that image and the project is applied."""
+    project, calls, env = recorded
+    answers = ["GCP_PROJECT=ada-ml", "GCP_REGION=europe-west1", "TAG=abc123"]
+    output = run(
+        ["make", "deploy-cloudrun", "IMAGE_NAME=ghcr.io/ada/x", *answers], cwd=project, env=env
+    )
+    image = "europe-west1-docker.pkg.dev/ada-ml/tumor-classifier/tumor-classifier:abc123"
+    where = "--project=ada-ml --region=europe-west1"
+    assert calls.read_text().splitlines() == [
+        "gcloud auth configure-docker europe-west1-docker.pkg.dev --quiet",
+        f"docker tag ghcr.io/ada/x:abc123 {image}",
+        f"docker push {image}",
+        f"gcloud run services replace build/cloudrun-service.yaml {where}"
+        " --format=value(status.url)",
+        f"gcloud run services add-iam-policy-binding tumor-classifier {where} --member=allUsers"
+        " --role=roles/run.invoker --quiet",
+    ]
+    applied = Path(f"{calls}.yaml").read_text(encoding="utf-8")
+    assert "${" not in applied, "a placeholder was left in the applied service"
+    spec = yaml.safe_load(applied)["spec"]["template"]["spec"]
+    assert spec["containers"][0]["image"] == image
+    assert spec["serviceAccountName"] == "serving@ada-ml.iam.gserviceaccount.com"
+    url = "https://tumor-classifier-123456.europe-west1.run.app"
+    assert (project / "build" / "cloudrun-url").read_text().strip() == url  # what CD smoke-checks
+    assert url in output
+
+
+def test_make_deploy_cloudrun_without_a_project_says_what_to_set(
+    recorded: tuple[Path, Path, dict[str, str]],
+) -> None:
+    project, calls, env = recorded
+    done = subprocess.run(
+        ["make", "deploy-cloudrun"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "Set GCP_PROJECT to your Google Cloud project id" in done.stderr
+    assert not calls.exists(), "nothing may run without a project"
+
+
+def test_hugging_face_is_labelled_paid_and_never_free(bake: Callable[..., Path]) -> None:
+    """Docker Spaces need a paid plan to create (PRO for a personal account, since July 2026)."""
+    prompt = OPTIONS["__prompts__"]["deploy"]
+    readme = (TEMPLATE / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `deploy` |")]
+    for text in (prompt, row):
+        choice = text[text.index("huggingface") : text.index("none")]  # its part of the line
+        assert "paid" in choice and "free" not in choice, choice
+    for ci in AXES["ci"]:
+        project = bake(deploy="huggingface", ci=ci)
+        generated = (project / "README.md").read_text(encoding="utf-8")
+        assert "### Hugging Face Spaces (paid)" in generated
+        free = re.compile(r"\bfree\b", re.IGNORECASE)
+        spaces = re.compile(r"hugging ?face|\bspaces?\b", re.IGNORECASE)
+        offending = [  # paragraphs (or comment blocks) that speak of a Space and say free
+            f"{path.relative_to(project)}: {paragraph.strip()[:300]}"
+            for path in project.rglob("*")
+            if path.is_file() and path.suffix in {".md", ".yml", ".yaml", ".toml", ""}
+            for paragraph in path.read_text(encoding="utf-8", errors="replace").split("\n\n")
+            if spaces.search(paragraph) and free.search(paragraph)
+        ]
+        assert not offending, "\n".join(offending)

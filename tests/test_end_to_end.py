@@ -24,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from helpers import load_service_process, run, tool
+from helpers import AXES, load_platforms, load_service_process, run, tool
 
 pytestmark = pytest.mark.e2e
 
@@ -41,15 +41,18 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.rows_sent = 0
 
-    def start(self, command: list[str]) -> None:
+    def start(self, command: list[str], timeout: float = 180) -> None:
         self.process = process.start(command, cwd=self.cwd, env=self.env, log_file=self.log)
         try:
-            process.wait_until_ready(self.process, f"{self.url}/ready", timeout=180)
+            process.wait_until_ready(self.process, f"{self.url}/ready", timeout=timeout)
         except process.ServiceProcessError as exc:
             pytest.fail(f"{exc}\n{self.output()}")
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:]
+        """The log's errors first (a 503 loop would push them out of the tail), then its end."""
+        text = self.log.read_text(errors="replace")
+        errors = [line for line in text.splitlines() if " ERROR " in line][:10]
+        return "\n".join([*errors, "...", text[-4000:]])
 
     def predict(self, request: dict[str, Any]) -> httpx.Response:
         response = httpx.post(f"{self.url}/predict", json=request, timeout=60)
@@ -84,8 +87,8 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
     return result
 
 
-def logged_rows(project: Path) -> int:
-    with closing(sqlite3.connect(project / "predictions.db", timeout=30)) as db:
+def logged_rows(project: Path, database: str = "predictions.db") -> int:
+    with closing(sqlite3.connect(project / database, timeout=30)) as db:
         return int(db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
 
 
@@ -301,17 +304,35 @@ def smoke(project: Path, env: dict[str, str], url: str, *args: str) -> tuple[int
     return result.returncode, errors
 
 
-def test_serve_extra_alone_serves_the_bundle_with_the_images_command(
-    bake: Callable[..., Path], trained: Path, env: dict[str, str], tmp_path: Path
-) -> None:
-    # What the Docker image installs: the locked serve packages, hashes required, then the
-    # package alone, not editable.
+@pytest.fixture(scope="module")
+def image_venv(bake: Callable[..., Path]) -> Iterator[Path]:
+    """What the Docker image installs into /opt/venv: the locked serve packages, hashes
+    required, then the package alone, not editable. In a folder every user can read, from a
+    Python every user can run when this machine can run other users (the platform tests)."""
     source = bake()
-    python, uv = tmp_path / "venv" / "bin" / "python", tool("uv")
-    run([uv, "venv", "--quiet", "--python", sys.executable, str(tmp_path / "venv")])
-    install = ["pip", "install", "--quiet", "--compile-bytecode", "--python", str(python)]
-    run([uv, *install, "--require-hashes", "-r", str(source / "requirements" / "serve.txt")])
-    run([uv, *install, "--no-deps", str(source)])
+    platforms = load_platforms(source)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    shared = None
+    if platforms.unavailable() is None:
+        shared = platforms.python_for(platforms.ARBITRARY_UID, version)
+    base = str(shared or sys.executable)
+    venv, uv = platforms.shared_directory("image-venv-"), tool("uv")
+    try:
+        run([uv, "venv", "--quiet", "--allow-existing", "--python", base, str(venv)])
+        python = str(venv / "bin" / "python")
+        install = ["pip", "install", "--quiet", "--compile-bytecode", "--python", python]
+        run([uv, *install, "--require-hashes", "-r", str(source / "requirements" / "serve.txt")])
+        run([uv, *install, "--no-deps", str(source)])
+        yield venv
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)
+
+
+def test_serve_extra_alone_serves_the_bundle_with_the_images_command(
+    bake: Callable[..., Path], trained: Path, env: dict[str, str], image_venv: Path, tmp_path: Path
+) -> None:
+    source = bake()
+    python = image_venv / "bin" / "python"
     # The Dockerfile imports what the server imports, to write their bytecode: that must work.
     warm_up = re.search(r'python -c "(import [^"]+)"', dockerfile(source))
     assert warm_up, "the Dockerfile writes no bytecode for the server's imports"
@@ -381,3 +402,59 @@ def sklearn_answer(project: Path, package: str, rows: list[dict[str, Any]]) -> l
     python = str(project / ".venv" / "bin" / "python")
     answer: list[Any] = json.loads(run([python, "-c", code], cwd=project, input=json.dumps(rows)))
     return answer
+
+
+# The Kubernetes manifests ship with every image (deploy=none included); the others are the
+# deploy target's own platform.
+PLATFORM_OF = {"none": "kubernetes"}
+
+
+@pytest.fixture(params=AXES["deploy"])
+def target(request: pytest.FixtureRequest, bake: Callable[..., Path]) -> tuple[str, Path]:
+    """A deploy target's platform and a bake with its files."""
+    deploy = str(request.param)
+    return PLATFORM_OF.get(deploy, deploy), bake(deploy=deploy)
+
+
+def test_each_deploy_target_runs_the_image_as_its_platform_does(
+    target: tuple[str, Path],
+    trained: Path,
+    env: dict[str, str],
+    image_venv: Path,
+    tmp_path: Path,
+) -> None:
+    """The image's locked environment, ENV, WORKDIR and CMD, run as the target's platform runs
+    it (the bake's tests/platforms.py: its uid, read-only files, writable paths, $PORT and
+    memory limit): /ready answers 200, the HEALTHCHECK passes, `make smoke` passes and every
+    answered row is in the prediction log, written by that uid."""
+    name, project = target
+    platforms = load_platforms(project)
+    if reason := platforms.unavailable():
+        pytest.skip(reason)
+    platform = platforms.deploy_targets(project)[name]
+    metadata = (trained / "models" / "metadata.json").read_bytes()
+    server = Server(trained, env, tmp_path / "serve.log")
+    with platforms.container(
+        platform,
+        dockerfile=project / "Dockerfile",
+        context=trained,
+        mounts={"/opt/venv": image_venv},
+        build_args={"MODEL_SHA256": hashlib.sha256(metadata).hexdigest()},  # as docker-build
+        port=server.port,
+    ) as launch:
+        server.cwd, server.env = launch.cwd, launch.env
+        try:
+            server.start(launch.command, timeout=30)
+            healthcheck = subprocess.run(
+                launch.healthcheck, cwd=launch.cwd, env=launch.env, capture_output=True, check=False
+            )
+            code, errors = smoke(trained, env, server.url, "REQUESTS=5")
+        finally:
+            stopped = server.stop()
+        assert stopped, f"the server did not stop within 60 s of SIGTERM:\n{server.output()}"
+        assert healthcheck.returncode == 0, healthcheck.stderr
+        assert (code, errors) == (0, []), server.output()
+        (database,) = launch.root.rglob("*.db")
+        rows = 5 * len(sample_request(trained)["instances"])
+        assert logged_rows(database.parent, database.name) == rows
+        assert database.stat().st_uid == launch.uid

@@ -94,7 +94,7 @@ def test_bad_answer_is_rejected_with_one_clear_line(
     assert list(tmp_path.iterdir()) == [], "a rejected bake left files behind"
 
 
-@pytest.mark.parametrize("deploy", ["render", "huggingface"])
+@pytest.mark.parametrize("deploy", ["render", "cloudrun", "huggingface"])
 def test_deploying_without_the_image_is_rejected(
     tmp_path: Path, cookiecutter_config: Path, deploy: str
 ) -> None:
@@ -153,7 +153,7 @@ def test_unknown_choice_is_rejected_before_anything_is_written(
         ("task", "clustering", "use one of classification, regression"),
         ("model_family", "xgboost", "use one of hist_gradient_boosting, random_forest, linear"),
         ("ci", "jenkins", "use one of github, gitlab, none"),
-        ("deploy", "fly", "use one of render, huggingface, none"),
+        ("deploy", "fly", "use one of render, cloudrun, huggingface, none"),
         ("python_version", "3.9", "use one of 3.11, 3.12, 3.13"),
         ("license", "GPL-3.0", "use one of MIT, Apache-2.0, BSD-3-Clause, Proprietary"),
         ("include_docker", "maybe", "use true or false"),

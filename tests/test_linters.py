@@ -6,8 +6,10 @@ import itertools
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from helpers import AXES, TEMPLATE, allowed, run, tool
 
@@ -81,9 +83,30 @@ def test_github_workflows_pin_every_action_by_commit(github_projects: list[Path]
         f"{path}: {line.strip()}"
         for path in map(Path, workflows(github_projects))
         for line in path.read_text().splitlines()
-        if "uses: " in line and "uses: $/" not in line and not pinned.search(line)
+        if "uses: " in line and "uses: ./" not in line and not pinned.search(line)
     ]
     assert not unpinned, "\n".join(unpinned)
+
+
+def triggers(workflow: Path) -> dict[str, Any]:
+    document = yaml.safe_load(workflow.read_text(encoding="utf-8"))
+    return dict(document[True])  # YAML 1.1 reads the key `on` as true
+
+
+def test_ci_runs_once_per_push(github_projects: list[Path]) -> None:
+    """With CD, pushes to main run CI through cd.yml only (the documented `./` form of a
+    reusable workflow of the same repository); without CD, CI runs on every push itself."""
+    for project in github_projects:
+        workflows = project / ".github" / "workflows"
+        ci = triggers(workflows / "ci.yml")
+        assert "workflow_call" in ci
+        if not (workflows / "cd.yml").is_file():
+            assert ci["push"] is None, f"{project.name}: no CD, so CI must run on main too"
+            continue
+        assert ci["push"] == {"branches-ignore": ["main"]}, project.name
+        cd = yaml.safe_load((workflows / "cd.yml").read_text(encoding="utf-8"))
+        assert triggers(workflows / "cd.yml")["push"] == {"branches": ["main"]}
+        assert cd["jobs"]["ci"]["uses"] == "./.github/workflows/ci.yml"
 
 
 def test_dependabot_config_matches_the_schema(github_projects: list[Path]) -> None:
