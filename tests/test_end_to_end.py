@@ -454,7 +454,7 @@ def test_each_deploy_target_runs_the_image_as_its_platform_does(
         assert stopped, f"the server did not stop within 60 s of SIGTERM:\n{server.output()}"
         assert healthcheck.returncode == 0, healthcheck.stderr
         assert (code, errors) == (0, []), server.output()
-        (database,) = launch.root.rglob("*.db")
+        (database,) = launch.root.rglob("predictions.db")
         rows = 5 * len(sample_request(trained)["instances"])
         assert logged_rows(database.parent, database.name) == rows
         assert database.stat().st_uid == launch.uid

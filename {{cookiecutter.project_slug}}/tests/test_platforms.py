@@ -95,7 +95,7 @@ def excerpt(log: Path) -> str:
 
 
 def logged_rows(root: Path) -> int:
-    (database,) = root.rglob("*.db")
+    (database,) = root.rglob("predictions.db")
     with closing(sqlite3.connect(database)) as db:
         return int(db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
 
@@ -131,7 +131,7 @@ def test_the_image_serves_as_the_platform_runs_it(
         assert stopped, excerpt(log)
         assert health.returncode == 0, health.stderr
         assert logged_rows(launch.root) == REQUESTS * report.predictions
-        (database,) = launch.root.rglob("*.db")
+        (database,) = launch.root.rglob("predictions.db")
         assert database.stat().st_uid == launch.uid, "the log was written by another user"
 
 
