@@ -125,6 +125,9 @@ if __name__ == "__main__":
         ci_on_every_push(workflows / "ci.yml")
     else:
         keep_one(workflows / f"cd-{deploy}.yml", variants, workflows / "cd.yml")
+    # The scheduled loop: `make monitor` alone, or the Prefect flow that also retrains.
+    monitors = [workflows / "monitor.yml", workflows / "monitor-prefect.yml"]
+    keep_one(monitors[ANSWERS["orchestrator"] != "none"], monitors, workflows / "monitor.yml")
     if not ANSWERS["include_monitoring"]:
         remove(f"{PACKAGE}/monitoring", "tests/monitoring", ".github/workflows/monitor.yml")
     if ANSWERS["orchestrator"] == "none":
