@@ -130,8 +130,10 @@ if __name__ == "__main__":
     keep_one(monitors[ANSWERS["orchestrator"] != "none"], monitors, workflows / "monitor.yml")
     if not ANSWERS["include_monitoring"]:
         remove(f"{PACKAGE}/monitoring", "tests/monitoring", ".github/workflows/monitor.yml")
+        remove("docs/operations/monitoring.md", "docs/decisions/0006-drift-thresholds.md")
     if ANSWERS["orchestrator"] == "none":
         remove(f"{PACKAGE}/orchestration", "tests/orchestration", "prefect.yaml", "deploy/prefect")
+        remove("docs/operations/orchestration.md")
     if not ANSWERS["include_docker"]:  # the Kubernetes jobs of prefect.yaml run the training image
         remove("prefect.yaml")
     if ANSWERS["ci"] != "github":
