@@ -37,27 +37,64 @@ RESIDUE = re.compile(r"\{\{|\{%|\{#")
 # Workflows are copied without rendering: GitHub's own ${{ }} is fine there, cookiecutter's is not.
 WORKFLOW_RESIDUE = re.compile(r"(?<!\$)\{\{|\{%|\{#|cookiecutter\.")
 LAYOUT = [
-    "Makefile", "config.yaml", "pyproject.toml", ".python-version", "README.md", "LICENSE",
-    ".gitignore", ".pre-commit-config.yaml", "Dockerfile", ".dockerignore", "render.yaml",
-    "requirements/serve.txt", "tests/test_lock.py",
-    ".github/workflows/ci.yml", ".github/workflows/cd.yml", ".github/workflows/monitor.yml",
-    ".github/dependabot.yml", "deploy/kubernetes/kustomization.yaml",
-    "deploy/kubernetes/deployment.yaml", "deploy/kubernetes/service.yaml",
+    "Makefile",
+    "config.yaml",
+    "pyproject.toml",
+    ".python-version",
+    "README.md",
+    "LICENSE",
+    ".gitignore",
+    ".pre-commit-config.yaml",
+    "Dockerfile",
+    ".dockerignore",
+    "render.yaml",
+    "requirements/serve.txt",
+    "tests/test_lock.py",
+    "prefect.yaml",
+    "zensical.toml",
+    ".github/workflows/ci.yml",
+    ".github/workflows/cd.yml",
+    ".github/workflows/monitor.yml",
+    ".github/workflows/docs.yml",
+    ".github/dependabot.yml",
+    "deploy/kubernetes/kustomization.yaml",
+    "deploy/kubernetes/deployment.yaml",
+    "deploy/kubernetes/service.yaml",
     "deploy/kubernetes/hpa.yaml",
-    *(f"src/{PACKAGE}/{module}" for module in (
-        "__init__.py", "__main__.py", "cli.py", "config.py", "errors.py", "logging_config.py", "schema.py",
-        "bundle.py", "store.py", "feedback.py", "demo.py", "smoke.py", "py.typed",
-        "pipeline/sources.py", "pipeline/data.py", "pipeline/columns.py", "processed.py", "runtimes.py",
-        "pipeline/features.py", "pipeline/train.py", "pipeline/registry.py", "pipeline/export.py",
-        "pipeline/evaluate.py", "pipeline/model_card.py", "pipeline/results.py",
-        "pipeline/champions.py", "pipeline/lifecycle.py",
-        "serving/app.py", "serving/predictor.py", "serving/body.py", "serving/schemas.py",
-        "serving/prometheus.py", "serving/server.py", "serving/process.py", "serving/rollout.py",
-        "monitoring/drift.py", "monitoring/simulate.py", "monitoring/quality.py",
-        "monitoring/alerts.py", "monitoring/compare.py",
+    "deploy/prefect/worker-values.yaml",
+    "deploy/prefect/base-job-template.json",
+    "docs/build.py",
+    "docs/code-tour.md",
+    "docs/decisions/index.md",
+    "notebooks/01-explore.ipynb",
+    "notebooks/02-error-analysis.ipynb",
+    "tests/conftest.py",
+    "tests/test_smoke.py",
+    "tests/test_imports.py",
+    "tests/test_docs.py",
+]
+# The package of the default bake, module by module: a module added, moved or removed shows here
+# (and in docs/code-tour.md, which tests/test_docs.py holds to the same list).
+MODULES = {
+    "__init__.py", "__main__.py", "py.typed", "cli.py", "demo.py", "smoke.py",
+    "config.py", "errors.py", "logging_config.py", "schema.py", "metrics.py", "processed.py",
+    "bundle.py", "runtimes.py",
+    *(f"pipeline/{name}" for name in (
+        "__init__.py", "columns.py", "data.py", "features.py", "train.py", "evaluate.py",
+        "registry.py", "lifecycle.py", "onnx_export.py", "report.py",
     )),
-    "tests/conftest.py", "tests/test_smoke.py",
-]  # fmt: skip
+    *(f"serving/{name}" for name in (
+        "__init__.py", "app.py", "routes.py", "deps.py", "guards.py", "predictor.py",
+        "schemas.py", "prometheus.py", "server.py", "process.py",
+    )),
+    *(f"prediction_log/{name}" for name in (
+        "__init__.py", "tables.py", "spool.py", "writer.py", "reader.py", "feedback.py",
+    )),
+    *(f"monitoring/{name}" for name in (
+        "__init__.py", "drift.py", "quality.py", "compare.py", "alerts.py", "simulate.py",
+    )),
+    "orchestration/__init__.py", "orchestration/flows.py", "orchestration/schedule.py",
+}  # fmt: skip
 
 
 def _bake(job: tuple[dict[str, Any], Path, Path]) -> str:
@@ -119,6 +156,7 @@ def expected_parts(answers: dict[str, Any]) -> dict[str, bool]:
     """Path -> whether the answers say it must exist."""
     monitoring, github = answers["include_monitoring"], answers["ci"] == "github"
     docker, deploy = answers["include_docker"], answers["deploy"]
+    prefect = answers["orchestrator"] == "prefect"
     return {
         "Dockerfile": docker,
         ".dockerignore": docker,
@@ -143,6 +181,16 @@ def expected_parts(answers: dict[str, Any]) -> dict[str, bool]:
         ".github/dependabot.yml": github,
         ".gitlab-ci.yml": answers["ci"] == "gitlab",
         "LICENSE": answers["license"] != "Proprietary",
+        f"src/{PACKAGE}/orchestration": prefect,
+        "tests/orchestration": prefect,
+        "deploy/prefect/worker-values.yaml": prefect,
+        "prefect.yaml": prefect and docker,  # its Kubernetes jobs run the training image
+        "docs/operations/orchestration.md": prefect,
+        "docs/operations/monitoring.md": monitoring,
+        "docs/decisions/0006-drift-thresholds.md": monitoring,
+        ".github/workflows/docs.yml": github,
+        "zensical.toml": True,
+        "notebooks/01-explore.ipynb": True,
     }
 
 
@@ -268,6 +316,13 @@ def summarize(problems: list[str]) -> str:
 def test_default_project_has_the_documented_layout(default_project: Path) -> None:
     missing = [path for path in LAYOUT if not (default_project / path).is_file()]
     assert not missing, f"missing from the default bake: {missing}"
+    package = default_project / "src" / PACKAGE
+    modules = {
+        str(path.relative_to(package))
+        for path in package.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert modules == MODULES, f"new: {modules - MODULES}, gone: {MODULES - modules}"
 
 
 @pytest.mark.parametrize(

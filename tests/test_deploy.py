@@ -392,8 +392,8 @@ def test_hugging_face_is_labelled_paid_and_never_free(bake: Callable[..., Path])
         assert "paid" in choice and "free" not in choice, choice
     for ci in AXES["ci"]:
         project = bake(deploy="huggingface", ci=ci)
-        generated = (project / "README.md").read_text(encoding="utf-8")
-        assert "### Hugging Face Spaces (paid)" in generated
+        guide = (project / "docs" / "operations" / "deploy.md").read_text(encoding="utf-8")
+        assert "## Hugging Face Spaces (paid)" in guide
         free = re.compile(r"\bfree\b", re.IGNORECASE)
         spaces = re.compile(r"hugging ?face|\bspaces?\b", re.IGNORECASE)
         offending = [  # paragraphs (or comment blocks) that speak of a Space and say free

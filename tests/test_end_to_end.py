@@ -277,6 +277,23 @@ def test_monitor_detects_drifted_traffic(
     assert result.returncode != 0, "FAIL_ON_DRIFT=1 must fail the build when drift is detected"
 
 
+def test_make_docs_builds_the_site_with_the_notebooks_run(
+    trained: Path, env: dict[str, str]
+) -> None:
+    """After training and monitoring, as CI's docs job runs it: strict (a broken link fails),
+    offline, both notebooks executed, the reports and the API reference in the site."""
+    ok(make(trained, env, "docs", timeout=900))
+    site = trained / "site"
+    for page in ("index.html", "generated/api/index.html", "generated/model_card/index.html"):
+        assert (site / page).is_file(), f"site/{page} was not built"
+    for notebook in ("01-explore", "02-error-analysis"):
+        markdown = (trained / "docs" / "generated" / "notebooks" / f"{notebook}.md").read_text()
+        assert "```" in markdown and "Traceback" not in markdown, notebook
+    assert (site / "generated" / "drift_report.html").is_file()
+    assert "| `mean radius` |" in (trained / "docs" / "generated" / "api.md").read_text()
+    assert not list((trained / "notebooks").glob("*.md")), "outputs belong to docs/generated/"
+
+
 def test_sigterm_loses_no_logged_prediction(server: Server, trained: Path) -> None:
     assert server.predict(sample_request(trained)).status_code == 200  # right before shutdown
     assert server.stop(), f"the server did not stop within 60 s of SIGTERM:\n{server.output()}"

@@ -29,10 +29,13 @@ def actionlint(files: list[str]) -> None:
 @pytest.fixture(scope="module")
 def github_projects(bake: Callable[..., Path]) -> list[Path]:
     """GitHub bakes for every answer that changes the workflows (copied, not rendered): with and
-    without monitoring (monitor.yml), and each deploy target (cd.yml)."""
+    without monitoring and the orchestrator (monitor.yml), and each deploy target (cd.yml)."""
     return [
-        bake(ci="github", include_monitoring=monitoring, deploy=deploy)
-        for monitoring, deploy in itertools.product([True, False], AXES["deploy"])
+        bake(ci="github", include_monitoring=monitoring, orchestrator=orchestrator, deploy=deploy)
+        for monitoring, orchestrator, deploy in itertools.product(
+            [True, False], AXES["orchestrator"], AXES["deploy"]
+        )
+        if allowed({"include_monitoring": monitoring, "orchestrator": orchestrator})
     ]
 
 
@@ -44,20 +47,24 @@ def gitlab_projects(bake: Callable[..., Path]) -> list[Path]:
             ci="gitlab",
             include_docker=docker,
             include_monitoring=monitoring,
+            orchestrator=orchestrator,
             python_version=py,
             deploy=deploy,
         )
-        for docker, monitoring, py, deploy in itertools.product(
-            [True, False], [True, False], AXES["python_version"], AXES["deploy"]
+        for docker, monitoring, orchestrator, py, deploy in itertools.product(
+            [True, False], [True, False], AXES["orchestrator"], AXES["python_version"], AXES["deploy"]
         )
-        if allowed({"include_docker": docker, "deploy": deploy})
+        if allowed(
+            {"include_docker": docker, "deploy": deploy, "include_monitoring": monitoring}
+            | {"orchestrator": orchestrator}
+        )
     ]
 
 
 def workflows(projects: list[Path]) -> list[str]:
     files = [path for project in projects for path in (project / ".github/workflows").glob("*")]
     names = {path.name for path in files}
-    assert names == {"ci.yml", "monitor.yml", "cd.yml"}, f"unexpected workflows: {names}"
+    assert names == {"ci.yml", "monitor.yml", "cd.yml", "docs.yml"}, f"unexpected workflows: {names}"
     return existing(files)
 
 

@@ -13,10 +13,10 @@ import pytest
 import {{ cookiecutter.package_name }}
 from {{ cookiecutter.package_name }} import demo as demo_module
 from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.prediction_log.reader import Reader
 {%- if not cookiecutter.include_monitoring %}
 from {{ cookiecutter.package_name }}.processed import read_split
 {%- endif %}
-from {{ cookiecutter.package_name }}.prediction_log.reader import Reader
 
 {%- if not cookiecutter.include_monitoring %}
 
