@@ -36,6 +36,8 @@ PACKAGE = "tumor_classifier"  # the package name the default project name gives
 RESIDUE = re.compile(r"\{\{|\{%|\{#")
 # Workflows are copied without rendering: GitHub's own ${{ }} is fine there, cookiecutter's is not.
 WORKFLOW_RESIDUE = re.compile(r"(?<!\$)\{\{|\{%|\{#|cookiecutter\.")
+# Prefect's base job template is Prefect's own {{ }} template: nothing of cookiecutter's may be left.
+PREFECT_RESIDUE = re.compile(r"\{%|\{#|cookiecutter\.")
 LAYOUT = [
     "Makefile",
     "config.yaml",
@@ -229,9 +231,13 @@ def test_no_template_syntax_is_left(answers: dict[str, Any], matrix: dict[str, s
     project = baked(matrix, answers)
     leftovers = []
     for path, text in text_files(project).items():
-        workflow = path.parent.match(".github/workflows")
+        residue = RESIDUE
+        if path.parent.match(".github/workflows"):
+            residue = WORKFLOW_RESIDUE
+        elif path.match("deploy/prefect/base-job-template.json"):
+            residue = PREFECT_RESIDUE
         for number, line in enumerate(text.splitlines(), 1):
-            if (WORKFLOW_RESIDUE if workflow else RESIDUE).search(line):
+            if residue.search(line):
                 leftovers.append(f"{path.relative_to(project)}:{number}: {line.strip()}")
     assert not leftovers, "\n".join(leftovers)
 

@@ -17,8 +17,8 @@ TASKS_AND_FAMILIES = list(itertools.product(AXES["task"], AXES["model_family"]))
 DEFAULT = (OPTIONS["task"][0], OPTIONS["model_family"][0])
 # Generated tests that do not depend on the model family: they run in each task's first family
 # only (the HTTP server processes, guards, the prediction log, smoke, alerts, the Prefect flows,
-# the demo loop, the image run as each deploy target runs it; each family's training, export
-# and parity have their own tests).
+# the notebooks and docs, the demo loop, the image run as each deploy target runs it; each
+# family's training, export and parity have their own tests).
 FAMILY_INDEPENDENT = (
     "tests/test_demo.py",
     "tests/serving/test_server.py",
@@ -29,6 +29,7 @@ FAMILY_INDEPENDENT = (
     "tests/test_smoke.py",
     "tests/orchestration",
     "tests/test_platforms.py",
+    "tests/test_docs.py",
 )
 
 

@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline
 from conftest import make_frame
 from {{ cookiecutter.package_name }}.bundle import load_bundle
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.metrics import PRIMARY, primary_metric
+from {{ cookiecutter.package_name }}.metrics import HIGHER_IS_BETTER, PRIMARY, primary_metric
 from {{ cookiecutter.package_name }}.pipeline import evaluate as evaluate_module
 from {{ cookiecutter.package_name }}.pipeline import train as train_module
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
@@ -47,7 +47,8 @@ def test_train_tracks_registers_and_exports(trained: Settings) -> None:
     cv = {name: run.data.metrics[cv_metric] for name, run in runs.items()}
     selected = [name for name, run in runs.items() if run.data.tags["selected"] == "true"]
     assert len(selected) == 1
-    assert cv[selected[0]] == max(cv.values())  # a tie goes to the baseline, the simpler one
+    best = max if HIGHER_IS_BETTER[cv_metric.removeprefix("cv_")] else min  # RMSE: lower
+    assert cv[selected[0]] == best(cv.values())  # a tie goes to the baseline, the simpler one
     champion = MlflowClient().get_model_version_by_alias(trained.model.registered_name, "champion")
     assert champion.run_id == runs[selected[0]].info.run_id
 
