@@ -185,7 +185,7 @@ def expected_parts(answers: dict[str, Any]) -> dict[str, bool]:
         "LICENSE": answers["license"] != "Proprietary",
         f"src/{PACKAGE}/orchestration": prefect,
         "tests/orchestration": prefect,
-        "deploy/prefect/worker-values.yaml": prefect,
+        "deploy/prefect/worker-values.yaml": prefect and docker,  # deploy/ goes with the image
         "prefect.yaml": prefect and docker,  # its Kubernetes jobs run the training image
         "docs/operations/orchestration.md": prefect,
         "docs/operations/monitoring.md": monitoring,
