@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .tables import COLUMNS, Row, sqlite_file
+from .tables import COLUMNS, Row, sqlite_file, wal
 
 BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -94,8 +94,7 @@ class Spool:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / "spool.db"
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            wal(conn)
             # No constraints: what a row must hold is the database's to say (`quarantine`).
             columns = ", ".join(COLUMNS)
             conn.execute(f"CREATE TABLE IF NOT EXISTS rows (id INTEGER PRIMARY KEY, {columns})")

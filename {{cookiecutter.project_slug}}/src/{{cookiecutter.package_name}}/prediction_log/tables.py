@@ -12,6 +12,8 @@ use one file at once; any other SQLAlchemy URL (PostgreSQL) works too.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -186,8 +188,22 @@ def _plain(value: Any) -> Any:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """Readers never block the writer (WAL); writers of other processes wait instead of failing."""
     _read_only(dbapi_connection, _record)
-    dbapi_connection.execute("PRAGMA journal_mode = WAL")
-    dbapi_connection.execute("PRAGMA synchronous = NORMAL")
+    wal(dbapi_connection)
+
+
+def wal(conn: sqlite3.Connection) -> None:
+    """Switch a SQLite file to WAL. When workers start together, SQLite answers all but one
+    "database is locked" at once, without waiting (a lock upgrade that could deadlock): retry."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _read_only(dbapi_connection: Any, _record: Any) -> None:
