@@ -33,31 +33,31 @@ OWNER = re.compile(rf"{NAME}(?:/{NAME})*")
 DEPENDENCIES = {
     "aiohappyeyeballs", "aiohttp", "aiosignal", "aiosqlite", "alembic", "amplitude",
     "annotated_doc", "annotated_types", "anyio", "appdirs", "apprise", "asgi_lifespan",
-    "ast_serialize", "asttokens", "asyncpg", "attr", "attrs", "beartype", "bleach", "blinker",
-    "bs4", "burner_redis", "cachetools", "certifi", "cffi", "cfgv", "charset_normalizer", "click",
-    "cloudpickle", "colorama", "comm", "contourpy", "coolname", "coverage", "cronsim",
-    "cryptography", "cycler", "cyclopts", "databricks", "dateparser", "dateparser_cli",
-    "dateparser_data", "dateparser_scripts", "dateutil", "debugpy", "deepmerge", "defusedxml",
-    "deprecation", "distlib", "distro", "docker", "docket", "docstring_parser", "dotenv",
-    "dynaconf", "evidently", "exceptiongroup", "executing", "faker", "fastapi", "fastjsonschema",
-    "filelock", "flask", "flask_cors", "flatbuffers", "formulaic", "frozenlist", "fsspec", "git",
-    "gitdb", "google", "graphene", "graphql", "graphql_relay", "graphviz", "greenlet", "griffe",
-    "griffecli", "gunicorn", "h11", "h2", "hpack", "httpcore", "httpcore2", "httptools", "httpx",
-    "httpx2", "huey", "humanize", "hyperframe", "identify", "idna", "importlib_metadata",
-    "iniconfig", "interface_meta", "ipykernel", "ipykernel_launcher", "ipython_pygments_lexers",
-    "iterative_telemetry", "itsdangerous", "jedi", "jinja2", "jinja2_humanize_extension", "joblib",
-    "jsonpatch", "jsonpatch_cli", "jsonpointer", "jsonschema", "jsonschema_specifications",
-    "jupyter", "jupyter_client", "jupyter_core", "jupyterlab_plotly", "jupyterlab_pygments",
-    "key_value", "kiwisolver", "librt", "litestar", "litestar_htmx", "mako", "markdown",
-    "markdown_it", "markupsafe", "matplotlib", "matplotlib_inline", "mdurl", "mistune",
-    "ml_dtypes", "mlflow", "mpl_toolkits", "msgspec", "multidict", "multipart", "mypy",
-    "mypy_extensions", "mypyc", "narwhals", "nbclient", "nbconvert", "nbformat", "nbstripout",
-    "nest_asyncio2", "nltk", "nodeenv", "numpy", "oauthlib", "onnx", "onnxruntime",
-    "opentelemetry", "orjson", "packaging", "pandas", "pandocfilters", "parso", "pathspec",
-    "patsy", "pendulum", "pexpect", "platformdirs", "plotly", "pluggy", "polyfactory",
-    "pre_commit", "prefect", "prettytable", "prometheus_client", "prompt_toolkit", "propcache",
-    "psutil", "psycopg", "psycopg_binary", "ptyprocess", "pure_eval", "py", "pyarrow", "pyasn1",
-    "pyasn1_modules", "pycparser", "pydantic", "pydantic_core", "pydantic_extra_types",
+    "ast_serialize", "asttokens", "async_timeout", "asyncpg", "attr", "attrs", "beartype",
+    "bleach", "blinker", "bs4", "burner_redis", "cachetools", "certifi", "cffi", "cfgv",
+    "charset_normalizer", "click", "cloudpickle", "colorama", "comm", "contourpy", "coolname",
+    "coverage", "cronsim", "cryptography", "cycler", "cyclopts", "databricks", "dateparser",
+    "dateparser_cli", "dateparser_data", "dateparser_scripts", "dateutil", "debugpy", "deepmerge",
+    "defusedxml", "deprecation", "distlib", "distro", "docker", "docket", "docstring_parser",
+    "dotenv", "dynaconf", "evidently", "exceptiongroup", "executing", "faker", "fastapi",
+    "fastjsonschema", "filelock", "flask", "flask_cors", "flatbuffers", "formulaic", "frozenlist",
+    "fsspec", "git", "gitdb", "google", "graphene", "graphql", "graphql_relay", "graphviz",
+    "greenlet", "griffe", "griffecli", "gunicorn", "h11", "h2", "hpack", "httpcore", "httpcore2",
+    "httptools", "httpx", "httpx2", "huey", "humanize", "hyperframe", "identify", "idna",
+    "importlib_metadata", "iniconfig", "interface_meta", "ipykernel", "ipykernel_launcher",
+    "ipython_pygments_lexers", "iterative_telemetry", "itsdangerous", "jedi", "jinja2",
+    "jinja2_humanize_extension", "joblib", "jsonpatch", "jsonpatch_cli", "jsonpointer",
+    "jsonschema", "jsonschema_specifications", "jupyter", "jupyter_client", "jupyter_core",
+    "jupyterlab_plotly", "jupyterlab_pygments", "key_value", "kiwisolver", "librt", "litestar",
+    "litestar_htmx", "mako", "markdown", "markdown_it", "markupsafe", "matplotlib",
+    "matplotlib_inline", "mdurl", "mistune", "ml_dtypes", "mlflow", "mpl_toolkits", "msgspec",
+    "multidict", "multipart", "mypy", "mypy_extensions", "mypyc", "narwhals", "nbclient",
+    "nbconvert", "nbformat", "nbstripout", "nest_asyncio2", "nltk", "nodeenv", "numpy", "oauthlib",
+    "onnx", "onnxruntime", "opentelemetry", "orjson", "packaging", "pandas", "pandocfilters",
+    "parso", "pathspec", "patsy", "pendulum", "pexpect", "platformdirs", "plotly", "pluggy",
+    "polyfactory", "pre_commit", "prefect", "prettytable", "prometheus_client", "prompt_toolkit",
+    "propcache", "psutil", "psycopg", "psycopg_binary", "ptyprocess", "pure_eval", "py", "pyarrow",
+    "pyasn1", "pyasn1_modules", "pycparser", "pydantic", "pydantic_core", "pydantic_extra_types",
     "pydantic_settings", "pygments", "pylab", "pymdownx", "pyparsing", "pytest", "pytest_cov",
     "python_discovery", "pythonjsonlogger", "pytz", "readchar", "redis", "referencing", "regex",
     "requests", "requests_oauthlib", "rfc3339_validator", "rich", "rich_click", "rich_rst", "rpds",
@@ -107,6 +107,11 @@ def find_problem() -> str | None:
             f"repository_owner {owner!r} is not a GitHub/GitLab user or organisation name: use "
             "letters, digits and dashes, e.g. 'ada-lovelace'."
         )
+    return option_problem()
+
+
+def option_problem() -> str | None:
+    """What is wrong with the choices and yes/no answers, alone or together."""
     for name, allowed in CHOICES.items():
         if ANSWERS[name] not in allowed:
             choices = ", ".join(allowed)

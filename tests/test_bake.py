@@ -36,7 +36,7 @@ PACKAGE = "tumor_classifier"  # the package name the default project name gives
 RESIDUE = re.compile(r"\{\{|\{%|\{#")
 # Workflows are copied without rendering: GitHub's own ${{ }} is fine there, cookiecutter's is not.
 WORKFLOW_RESIDUE = re.compile(r"(?<!\$)\{\{|\{%|\{#|cookiecutter\.")
-# Prefect's base job template is Prefect's own {{ }} template: nothing of cookiecutter's may be left.
+# Prefect's base job template is Prefect's own {{ }} template: none of cookiecutter's may be left.
 PREFECT_RESIDUE = re.compile(r"\{%|\{#|cookiecutter\.")
 LAYOUT = [
     "Makefile",

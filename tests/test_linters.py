@@ -52,7 +52,11 @@ def gitlab_projects(bake: Callable[..., Path]) -> list[Path]:
             deploy=deploy,
         )
         for docker, monitoring, orchestrator, py, deploy in itertools.product(
-            [True, False], [True, False], AXES["orchestrator"], AXES["python_version"], AXES["deploy"]
+            [True, False],
+            [True, False],
+            AXES["orchestrator"],
+            AXES["python_version"],
+            AXES["deploy"],
         )
         if allowed(
             {"include_docker": docker, "deploy": deploy, "include_monitoring": monitoring}
@@ -64,7 +68,8 @@ def gitlab_projects(bake: Callable[..., Path]) -> list[Path]:
 def workflows(projects: list[Path]) -> list[str]:
     files = [path for project in projects for path in (project / ".github/workflows").glob("*")]
     names = {path.name for path in files}
-    assert names == {"ci.yml", "monitor.yml", "cd.yml", "docs.yml"}, f"unexpected workflows: {names}"
+    expected = {"ci.yml", "monitor.yml", "cd.yml", "docs.yml"}
+    assert names == expected, f"unexpected workflows: {names}"
     return existing(files)
 
 
