@@ -15,12 +15,10 @@ from helpers import AXES, OPTIONS
 
 TASKS_AND_FAMILIES = list(itertools.product(AXES["task"], AXES["model_family"]))
 DEFAULT = (OPTIONS["task"][0], OPTIONS["model_family"][0])
-# Generated tests that do not depend on the model family: they run in each task's first family
-# only (the HTTP server processes, guards, the prediction log, smoke, alerts, the Prefect flows,
-# the notebooks and docs, the demo loop, the image run as each deploy target runs it; each
-# family's training, export and parity have their own tests).
-FAMILY_INDEPENDENT = (
-    "tests/test_demo.py",
+# Generated tests that depend on neither the task nor the model family run in the default bake
+# only: the HTTP server processes and guards, the prediction log's writer, smoke, alerts, the
+# Prefect flows over the stages, the image run as each deploy target runs it.
+TASK_INDEPENDENT = (
     "tests/serving/test_server.py",
     "tests/serving/test_guards.py",
     "tests/serving/test_process.py",
@@ -29,8 +27,23 @@ FAMILY_INDEPENDENT = (
     "tests/test_smoke.py",
     "tests/orchestration",
     "tests/test_platforms.py",
-    "tests/test_docs.py",
 )
+# Those that depend on the task but not on the model family run in each task's first family:
+# the demo loop, the notebooks and docs, monitoring and the prediction log's tables. Each
+# family's training, export, parity and serving have their own tests.
+FAMILY_INDEPENDENT = (
+    *TASK_INDEPENDENT,
+    "tests/test_demo.py",
+    "tests/test_docs.py",
+    "tests/monitoring",
+    "tests/prediction_log",
+)
+
+
+def ignored(task: str, family: str) -> tuple[str, ...]:
+    if family != OPTIONS["model_family"][0]:
+        return FAMILY_INDEPENDENT
+    return () if (task, family) == DEFAULT else TASK_INDEPENDENT
 
 
 def generated_env() -> dict[str, str]:
@@ -63,8 +76,7 @@ def suite_runs(
     """Start the selected suites side by side (one per core): each is mostly single-threaded.
 
     The default bake runs exactly like its `make test`, coverage gate included; the others
-    skip coverage, which only slows them down, and other families than each task's first skip
-    FAMILY_INDEPENDENT.
+    skip coverage, which only slows them down, and what `ignored` leaves to another bake.
     """
     selected = {
         (item.callspec.params["task"], item.callspec.params["model_family"])
@@ -79,7 +91,7 @@ def suite_runs(
             generated_python,
             bake(task=task, model_family=family),
             coverage=(task, family) == DEFAULT,
-            ignore=() if family == OPTIONS["model_family"][0] else FAMILY_INDEPENDENT,
+            ignore=ignored(task, family),
         )
         for task, family in TASKS_AND_FAMILIES
         if (task, family) in selected
