@@ -8,13 +8,14 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from prefect import flow
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 
-from conftest import _wait_for_log
+from conftest import _wait_for_log, save_test_bundle
 from {{ cookiecutter.package_name }}.bundle import load_bundle
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.errors import UserError
@@ -24,6 +25,7 @@ from {{ cookiecutter.package_name }}.pipeline.data import prepare
 from {{ cookiecutter.package_name }}.pipeline.train import train
 from {{ cookiecutter.package_name }}.prediction_log.reader import Reader
 from {{ cookiecutter.package_name }}.processed import read_split
+from {{ cookiecutter.package_name }}.schema import Schema
 from {{ cookiecutter.package_name }}.serving.app import create_app
 
 
@@ -73,6 +75,17 @@ def send(settings: Settings, rows: list[dict[str, Any]], truth: str = "champion"
     assert accepted == len(rows)
 
 
+def with_orchestration(settings: Settings, rollout: str, promote: str) -> Settings:
+    """`settings` with this rollout, also as config.yaml for the flows, which read it; a
+    challenger needs 10 labelled rows for a verdict."""
+    changed = settings.model_copy(
+        update={"serving": settings.serving.model_copy(update={"rollout": rollout})}
+    )
+    loop = {"orchestration": {"promote": promote, "min_challenger_rows": 10}}
+    Path("config.yaml").write_text(json.dumps(changed.model_dump(mode="json") | loop))
+    return changed
+
+
 def test_monitoring_on_drifted_traffic_retrains_into_a_challenger(settings: Settings) -> None:
     prepare(settings)
     train(settings)
@@ -94,19 +107,11 @@ def test_a_challenger_that_wins_on_live_traffic_is_promoted_in_auto_mode(
 ) -> None:
     prepare(settings)
     split, schema = read_split(settings.data.processed_dir)
-    shadow = settings.model_copy(
-        update={"serving": settings.serving.model_copy(update={"rollout": "shadow"})}
-    )
+    shadow = with_orchestration(settings, rollout="shadow", promote=mode)
     rows = to_records(split.test.drop(columns=schema.target))
     send(shadow, rows, truth="challenger")  # the challenger, which disagrees, is right
     promoted: list[str] = []
     monkeypatch.setattr(flows, "promote", lambda s: promoted.append("2") or "2")
-    (Path("config.yaml")).write_text(
-        json.dumps(
-            shadow.model_dump(mode="json")
-            | {"orchestration": {"promote": mode, "min_challenger_rows": 10}}
-        )
-    )
 
     state = flows.run("monitoring")
 
@@ -115,6 +120,30 @@ def test_a_challenger_that_wins_on_live_traffic_is_promoted_in_auto_mode(
         assert promoted == ["2"] and state.result().startswith("promoted challenger v2")
     else:
         assert promoted == [] and "`make promote`" in state.result()
+
+
+def test_a_challenger_that_lost_is_replaced_by_a_retrain_on_drift(
+    settings: Settings, frame: pd.DataFrame, schema: Schema
+) -> None:
+    """A losing challenger does not hold up the loop: on drift, training runs again and its
+    model takes the challenger's place."""
+    prepare(settings)
+    train(settings)
+    reversed_targets = frame.assign(target=frame["target"].to_numpy()[::-1])
+    save_test_bundle(settings.challenger_dir, reversed_targets, schema, version="2")
+    shadow = with_orchestration(settings, rollout="shadow", promote="auto")
+    split, processed = read_split(settings.data.processed_dir)
+    drifted = shift(split.train.head(settings.serving.max_batch_size), processed)
+    send(shadow, to_records(drifted.drop(columns=processed.target)))  # the champion is right
+
+    state = flows.run("monitoring")
+
+    assert state.is_completed(), state.message
+    verdict, retrained = state.result().split("; ", 1)
+    assert verdict == "challenger v2 does not beat the champion on the logged traffic"
+    assert retrained.startswith("retrained: v2 is the challenger")
+    assert load_bundle(settings.challenger_dir).metadata["run_id"] != "run-2"
+    assert load_bundle(settings.bundle_dir).version == "1"
 
 
 def test_a_step_is_retried_after_an_error_that_may_pass_never_after_a_user_error() -> None:

@@ -3,7 +3,8 @@
     training     data -> fit -> gate -> export                        make pipeline
     monitoring   drift + live quality -> alert; then judge the         make pipeline FLOW=monitoring
                  challenger (promote it when it wins on the logged
-                 traffic) or, on drift or degradation, run `training`
+                 traffic); with none, or one that lost, run `training`
+                 on drift or degradation
 
 A step that reads a database or talks to MLflow is retried after an error that may pass (a server
 hiccup), never after a UserError: bad data or config fails the same way again, so the run ends
@@ -102,15 +103,16 @@ def monitoring() -> str | State[Any]:
         settings = get_settings()
         found, live = check_drift(settings), check_quality(settings)
         alerts.notify(settings, found, live)  # best effort: a failed webhook is a log line
+        verdict, lost = None, True
         if (settings.challenger_dir / METADATA_FILE).is_file():
-            outcome = judge(settings)
-        elif found.drift_detected or live.degraded:
+            verdict, lost = judge(settings)
+        if lost and (found.drift_detected or live.degraded):  # a new challenger replaces it
             state = training(return_state=True)
             if state.is_failed():  # returned as it is, it would say "1/1 states failed"
                 return Failed(message=state.message)
-            outcome = f"retrained: {state.result()}"
+            outcome = "; ".join(filter(None, [verdict, f"retrained: {state.result()}"]))
         else:
-            outcome = "no drift, no degradation, no challenger: nothing to do"
+            outcome = verdict or "no drift, no degradation, no challenger: nothing to do"
     except UserError as exc:
         return Failed(message=str(exc))
     create_markdown_artifact(
@@ -124,26 +126,27 @@ def monitoring() -> str | State[Any]:
     return outcome
 
 
-def judge(settings: Settings) -> str:
+def judge(settings: Settings) -> tuple[str, bool]:
     """The challenger against the champion on the logged traffic: promote it (auto), or say
-    that it wins (manual: an alert says `make promote`), or why there is no verdict yet."""
+    that it wins (manual: an alert says `make promote`), or why there is no verdict yet; and
+    whether it lost."""
     result = compare_roles(settings)
     if isinstance(result, str):
-        return result
+        return result, False
     config, version = settings.orchestration, result.challenger.version
     wins = compare.challenger_wins(result, config.min_challenger_rows)
     if wins is None:
         return (
             f"challenger v{version} has {result.challenger.labelled} labelled rows, "
             f"{config.min_challenger_rows} are needed (orchestration.min_challenger_rows)"
-        )
+        ), False
     if not wins:
-        return f"challenger v{version} does not beat the champion on the logged traffic"
+        return f"challenger v{version} does not beat the champion on the logged traffic", True
     if config.promote == "auto":
-        return f"promoted challenger v{promote(settings)}: reload the service (kill -HUP)"
+        return f"promoted challenger v{promote(settings)}: reload the service (kill -HUP)", False
     line = f"Challenger v{version} beats the champion on the logged traffic: run `make promote`."
     alerts.announce(settings, [line])
-    return line
+    return line, False
 
 
 FLOWS = {"training": training, "monitoring": monitoring}
