@@ -109,8 +109,7 @@ def smoke(
     from .smoke import smoke as run_smoke
 
     settings = get_settings()
-    key = settings.serving.api_key
-    sample = settings.bundle_dir / "sample_request.json"
+    key, sample = settings.serving.api_key, settings.bundle_dir / "sample_request.json"
     api_key = key.get_secret_value() if key else None
     run_smoke(url, sample, requests=requests, wait=wait, api_key=api_key)
 {%- if cookiecutter.include_monitoring %}
@@ -168,14 +167,13 @@ def monitor(
     quality = check_quality(settings)
     summary = run_monitor(settings)
     notify(settings, summary, quality)
-    failed = False
-    if fail_on_drift and summary.drift_detected:
+    drifted = fail_on_drift and summary.drift_detected
+    degraded = fail_on_degradation and quality.degraded
+    if drifted:
         log.error("Drift detected: retrain with `make train` (see %s).", summary.report_path)
-        failed = True
-    if fail_on_degradation and quality.degraded:
+    if degraded:
         log.error("Live quality degraded: retrain with `make train` (see %s).", quality.report_path)
-        failed = True
-    if failed:
+    if drifted or degraded:
         raise typer.Exit(1)
 
 

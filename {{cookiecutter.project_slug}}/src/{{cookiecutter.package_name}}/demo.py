@@ -55,7 +55,8 @@ def demo(settings: Settings) -> None:
         if not process.stop(server):
             log.warning("The service did not stop within %.0f s: killed it.", process.STOP_TIMEOUT)
         log.info("Service stopped.")
-    log.info("Demo done in %.0f s (%s).", time.perf_counter() - start, _fmt(timings))
+    steps = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in timings.items())
+    log.info("Demo done in %.0f s (%s).", time.perf_counter() - start, steps)
     log.info("Model card: %s", settings.bundle_dir / "model_card.md")
     log.info("Runs and the model registry: `make mlflow-ui`, then open http://127.0.0.1:5000")
 {%- if cookiecutter.include_monitoring %}
@@ -211,10 +212,6 @@ def _timed(stage: str, timings: dict[str, float]) -> Iterator[None]:
     yield
     timings[stage] = time.perf_counter() - start
     log.info("== %s: %.1f s", stage, timings[stage])
-
-
-def _fmt(timings: dict[str, float]) -> str:
-    return ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in timings.items())
 
 
 def _wait_until_ready(base_url: str, server: subprocess.Popen[bytes]) -> None:

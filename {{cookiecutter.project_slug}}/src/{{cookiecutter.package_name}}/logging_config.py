@@ -37,16 +37,8 @@ UVICORN_LOG_CONFIG: dict[str, Any] = {
         },
     },
     "handlers": {
-        "default": {
-            "class": "logging.StreamHandler",
-            "formatter": "default",
-            "filters": ["mask_secrets"],
-        },
-        "access": {
-            "class": "logging.StreamHandler",
-            "formatter": "access",
-            "filters": ["mask_secrets"],
-        },
+        name: {"class": "logging.StreamHandler", "formatter": name, "filters": ["mask_secrets"]}
+        for name in ("default", "access")
     },
     "loggers": {
         "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
