@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
@@ -33,8 +33,8 @@ class CompareError(UserError):
 class RoleSummary:
     version: str
     rows: int
-    labelled: int = 0
-    live: dict[str, float] = field(default_factory=dict)
+    labelled: int
+    live: dict[str, float]
 
 
 @dataclass
@@ -103,12 +103,10 @@ def compare(settings: Settings) -> Comparison:
 def _summary(
     version: str, answers: dict[Key, Any], labels: dict[Key, Any], task: str
 ) -> RoleSummary:
-    pairs = [(labels[k], p) for k, p in answers.items() if k in labels]
-    summary = RoleSummary(version, len(answers), len(pairs))
-    if pairs:
-        actual, predicted = zip(*pairs, strict=True)
-        summary.live = live_scores(task, list(actual), list(predicted))
-    return summary
+    labelled = [key for key in answers if key in labels]
+    actual, predicted = [labels[k] for k in labelled], [answers[k] for k in labelled]
+    live = live_scores(task, actual, predicted) if labelled else {}
+    return RoleSummary(version, len(answers), len(labelled), live)
 
 
 def challenger_wins(result: Comparison, min_rows: int) -> bool | None:
