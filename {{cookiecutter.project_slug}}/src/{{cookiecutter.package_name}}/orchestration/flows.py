@@ -7,9 +7,8 @@
                  on drift or degradation
 
 A step that reads a database or talks to MLflow is retried after an error that may pass (a server
-hiccup), never after a UserError: bad data or config fails the same way again, so the run ends
-Failed with its one-line message. `make schedule` serves both flows on the cron schedules of
-config.yaml (orchestration.*) and `make orchestrator-ui` shows every run (schedule.py).
+hiccup), never after a UserError: the run ends Failed with its one-line message. schedule.py runs
+both on the crons of config.yaml.
 """
 
 from __future__ import annotations
