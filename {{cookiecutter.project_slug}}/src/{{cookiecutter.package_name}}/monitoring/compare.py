@@ -18,7 +18,7 @@ import pandas as pd
 from ..bundle import METADATA_FILE, BundleError, load_bundle
 from ..config import Settings
 from ..errors import UserError
-from ..metrics import is_better, live_scores, primary_metric
+from ..metrics import live_scores
 from ..prediction_log.reader import Key, Reader
 
 log = logging.getLogger(__name__)
@@ -107,12 +107,3 @@ def _summary(
     actual, predicted = [labels[k] for k in labelled], [answers[k] for k in labelled]
     live = live_scores(task, actual, predicted) if labelled else {}
     return RoleSummary(version, len(answers), len(labelled), live)
-
-
-def challenger_wins(result: Comparison, min_rows: int) -> bool | None:
-    """Whether the challenger beats the champion on the primary metric of the labelled live
-    rows; None while either has fewer than `min_rows` of them."""
-    if min(result.champion.labelled, result.challenger.labelled) < min_rows:
-        return None
-    metric = primary_metric(result.task)
-    return is_better(result.task, result.challenger.live[metric], result.champion.live[metric])
