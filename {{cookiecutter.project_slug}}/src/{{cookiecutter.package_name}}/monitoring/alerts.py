@@ -74,7 +74,7 @@ def send(url: str, body: dict[str, str]) -> bool:
     except urllib.error.HTTPError as exc:
         log.error("Alert not sent to %s: it answered %s %s.", mask(url), exc.code, exc.reason)
         return False
-    except OSError as exc:  # URLError (no answer) is one
+    except OSError as exc:  # URLError included: nothing answered
         log.error("Alert not sent to %s: %s.", mask(url), getattr(exc, "reason", None) or exc)
         return False
     log.info("Alert sent to %s.", mask(url))
