@@ -20,33 +20,13 @@ from .drift import DriftSummary, shortlist
 from .quality import QualitySummary
 
 log = logging.getLogger(__name__)
-TIMEOUT_SECONDS = 10
 MAX_CHARACTERS = 1900  # Discord refuses messages over 2000 characters
 GITHUB_RUN = ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
 
 
 def notify(settings: Settings, drift: DriftSummary, quality: QualitySummary) -> list[str]:
-    """Post the findings (drift, degraded versions) to the webhook, if any; return them."""
-    found = findings(drift, quality)
-    if found:
-        announce(settings, found)
-    return found
-
-
-def announce(settings: Settings, lines: list[str]) -> None:
-    """Post `lines` to the webhook, if one is set, with where to look."""
-    secret = settings.monitoring.alert_webhook_url
-    url = secret.get_secret_value() if secret else ""  # CI passes an unset secret as ""
-    if not url:
-        log.info("No alert sent: set ML_MONITORING__ALERT_WEBHOOK_URL to get one.")
-        return
-    where = where_to_look(str(settings.monitoring.reports_dir))
-    text = f"[{settings.model.registered_name}] {' '.join(lines)} See {where}"
-    send(url, {"text": text[:MAX_CHARACTERS], "content": text[:MAX_CHARACTERS]})
-
-
-def findings(drift: DriftSummary, quality: QualitySummary) -> list[str]:
-    """One sentence per problem, for people reading a chat channel."""
+    """Post the findings, one sentence per problem (drift, each degraded version), to the
+    webhook, if any; return them."""
     found = []
     if drift.drift_detected:
         found.append(
@@ -61,17 +41,24 @@ def findings(drift: DriftSummary, quality: QualitySummary) -> list[str]:
                 f"{result.holdout[metric]:.4f} on the holdout set ({result.drop:.0%} worse, "
                 f"{result.labelled_rows} labelled predictions)."
             )
+    if found:
+        announce(settings, found)
     return found
 
 
-def where_to_look(report: str) -> str:
-    """The CI run that found it (GitHub Actions, GitLab CI), else the report's path."""
-    github = [
-        os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
-    ]
-    if all(github):
-        return "{}/{}/actions/runs/{}".format(*github)
-    return os.environ.get("CI_JOB_URL") or report
+def announce(settings: Settings, lines: list[str]) -> None:
+    """Post `lines` to the webhook, if one is set, with where to look: the CI run that found it
+    (GitHub Actions, GitLab CI), else the reports folder."""
+    secret = settings.monitoring.alert_webhook_url
+    url = secret.get_secret_value() if secret else ""  # CI passes an unset secret as ""
+    if not url:
+        log.info("No alert sent: set ML_MONITORING__ALERT_WEBHOOK_URL to get one.")
+        return
+    github = [os.environ.get(k) for k in GITHUB_RUN]
+    run = "{}/{}/actions/runs/{}".format(*github) if all(github) else os.environ.get("CI_JOB_URL")
+    where = run or settings.monitoring.reports_dir
+    text = f"[{settings.model.registered_name}] {' '.join(lines)} See {where}"
+    send(url, {"text": text[:MAX_CHARACTERS], "content": text[:MAX_CHARACTERS]})
 
 
 def send(url: str, body: dict[str, str]) -> bool:
@@ -82,12 +69,12 @@ def send(url: str, body: dict[str, str]) -> bool:
     headers = {"Content-Type": "application/json"}  # the scheme is checked above: no file://
     request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
     except urllib.error.HTTPError as exc:
         log.error("Alert not sent to %s: it answered %s %s.", mask(url), exc.code, exc.reason)
         return False
-    except (urllib.error.URLError, OSError) as exc:
+    except OSError as exc:  # URLError included: nothing answered
         log.error("Alert not sent to %s: %s.", mask(url), getattr(exc, "reason", None) or exc)
         return False
     log.info("Alert sent to %s.", mask(url))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
@@ -18,7 +18,7 @@ import pandas as pd
 from ..bundle import METADATA_FILE, BundleError, load_bundle
 from ..config import Settings
 from ..errors import UserError
-from ..metrics import is_better, live_scores, primary_metric
+from ..metrics import live_scores
 from ..prediction_log.reader import Key, Reader
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,8 @@ class CompareError(UserError):
 class RoleSummary:
     version: str
     rows: int
-    labelled: int = 0
-    live: dict[str, float] = field(default_factory=dict)
+    labelled: int
+    live: dict[str, float]
 
 
 @dataclass
@@ -103,18 +103,7 @@ def compare(settings: Settings) -> Comparison:
 def _summary(
     version: str, answers: dict[Key, Any], labels: dict[Key, Any], task: str
 ) -> RoleSummary:
-    pairs = [(labels[k], p) for k, p in answers.items() if k in labels]
-    summary = RoleSummary(version, len(answers), len(pairs))
-    if pairs:
-        actual, predicted = zip(*pairs, strict=True)
-        summary.live = live_scores(task, list(actual), list(predicted))
-    return summary
-
-
-def challenger_wins(result: Comparison, min_rows: int) -> bool | None:
-    """Whether the challenger beats the champion on the primary metric of the labelled live
-    rows; None while either has fewer than `min_rows` of them."""
-    if min(result.champion.labelled, result.challenger.labelled) < min_rows:
-        return None
-    metric = primary_metric(result.task)
-    return is_better(result.task, result.challenger.live[metric], result.champion.live[metric])
+    labelled = [key for key in answers if key in labels]
+    actual, predicted = [labels[k] for k in labelled], [answers[k] for k in labelled]
+    live = live_scores(task, actual, predicted) if labelled else {}
+    return RoleSummary(version, len(answers), len(labelled), live)

@@ -15,17 +15,13 @@ from evidently.core.report import Snapshot
 from evidently.presets import DataDriftPreset
 
 from ..bundle import BundleError, load_bundle
-from ..config import MonitoringSettings, Settings
+from ..config import Settings
 from ..errors import UserError
 from ..prediction_log.reader import Reader
 from ..processed import read_reference
 from ..schema import Schema
 
 log = logging.getLogger(__name__)
-REPORT_FILE = "drift_report.html"
-SUMMARY_FILE = "drift_summary.json"
-VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
-DRIFTED_COLUMNS = "evidently:metric_v2:DriftedColumnsCount"
 
 
 class MonitoringError(UserError):
@@ -60,7 +56,8 @@ class DriftSummary:
 def monitor(settings: Settings) -> DriftSummary:
     """The `monitor` stage: write reports/drift_report.html and drift_summary.json."""
     cfg = settings.monitoring
-    report_path, summary_path = cfg.reports_dir / REPORT_FILE, cfg.reports_dir / SUMMARY_FILE
+    report_path = cfg.reports_dir / "drift_report.html"
+    summary_path = cfg.reports_dir / "drift_summary.json"
     # A report on disk always describes the latest check. When no check is possible, an older
     # report would be read (by a person, a dashboard or the scheduled CI job) as the current
     # answer, so it is removed before anything can fail.
@@ -79,16 +76,32 @@ def monitor(settings: Settings) -> DriftSummary:
     snapshot = drift_report(current, reference, schema, cfg.drift_share)
     cfg.reports_dir.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(report_path))
-    summary = summarize(snapshot.dict(), cfg, logged, len(reference), report_path)
+    columns, share = column_drift(snapshot.dict())
+    drifted = tuple(name for name, column in columns.items() if column.drifted)
+    created = pd.to_datetime(logged["created_at"], utc=True)
+    summary = DriftSummary(
+        drift_detected=share >= cfg.drift_share,  # the rule of Evidently's dataset-level test
+        drifted_share=share,
+        drift_share_threshold=cfg.drift_share,
+        drifted_columns=drifted,
+        columns=columns,
+        rows_compared=len(logged),
+        reference_rows=len(reference),
+        window=cfg.window,
+        first_prediction_at=created.min().isoformat(),
+        last_prediction_at=created.max().isoformat(),
+        model_versions=tuple(sorted(logged["model_version"].astype(str).unique())),
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        report_path=report_path,
+    )
     # Written last: a summary on disk means the HTML report next to it is complete.
     summary_path.write_text(json.dumps(asdict(summary), indent=2, default=str))
-    drifted = summary.drifted_columns
     log.info(
         "%s: %d of %d columns drifted (%.0f%%, threshold %.0f%%) in the latest %d predictions "
         "vs %d reference rows%s. Report: %s",
         "DRIFT DETECTED" if summary.drift_detected else "No drift",
-        *(len(drifted), len(summary.columns), 100 * summary.drifted_share, 100 * cfg.drift_share),
-        *(summary.rows_compared, summary.reference_rows),
+        *(len(drifted), len(columns), 100 * share, 100 * cfg.drift_share),
+        *(len(logged), len(reference)),
         f" ({shortlist(drifted)})" if drifted else "",
         report_path,
     )
@@ -148,14 +161,9 @@ def drift_report(
     )
 
 
-def summarize(
-    result: dict[str, Any],
-    cfg: MonitoringSettings,
-    logged: pd.DataFrame,
-    reference_rows: int,
-    report_path: Path,
-) -> DriftSummary:
-    """Read Evidently's own answers from `snapshot.dict()`.
+def column_drift(result: dict[str, Any]) -> tuple[dict[str, ColumnDrift], float]:
+    """Each column's drift and the share of drifted columns: Evidently's own answers, read from
+    `snapshot.dict()`.
 
     Each column's test is a p-value (drift when below the threshold) for small reference sets and
     a distance (drift when above it) beyond 1000 reference rows, so the per-column decision is
@@ -165,7 +173,7 @@ def summarize(
     columns: dict[str, ColumnDrift] = {}
     for test in result["tests"]:
         params = test["metric_config"]["params"]
-        if params["type"] == VALUE_DRIFT:
+        if params["type"] == "evidently:metric_v2:ValueDrift":
             columns[params["column"]] = ColumnDrift(
                 score=float(metrics[test["metric_config"]["metric_id"]]["value"]),
                 drifted=test["status"] == "FAIL",
@@ -175,21 +183,6 @@ def summarize(
     share = next(
         float(m["value"]["share"])
         for m in result["metrics"]
-        if m["config"]["type"] == DRIFTED_COLUMNS
+        if m["config"]["type"] == "evidently:metric_v2:DriftedColumnsCount"
     )
-    created = pd.to_datetime(logged["created_at"], utc=True)
-    return DriftSummary(
-        drift_detected=share >= cfg.drift_share,  # the rule of Evidently's dataset-level test
-        drifted_share=share,
-        drift_share_threshold=cfg.drift_share,
-        drifted_columns=tuple(name for name, col in columns.items() if col.drifted),
-        columns=columns,
-        rows_compared=len(logged),
-        reference_rows=reference_rows,
-        window=cfg.window,
-        first_prediction_at=created.min().isoformat(),
-        last_prediction_at=created.max().isoformat(),
-        model_versions=tuple(sorted(logged["model_version"].astype(str).unique())),
-        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        report_path=report_path,
-    )
+    return columns, share

@@ -28,8 +28,6 @@ from ..metrics import drop, live_scores, primary_metric
 from ..prediction_log.reader import Reader
 
 log = logging.getLogger(__name__)
-REPORT_FILE = "quality_report.html"
-SUMMARY_FILE = "quality_summary.json"
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ class QualitySummary:
 def check_quality(settings: Settings) -> QualitySummary:
     """Write reports/quality_summary.json, and quality_report.html when there are enough labels."""
     cfg, task = settings.monitoring, settings.task
-    report = cfg.reports_dir / REPORT_FILE
+    report = cfg.reports_dir / "quality_report.html"
     report.unlink(missing_ok=True)  # an older report must not pass for this run's
     labelled = Reader(settings.prediction_log.url).labelled(cfg.window)
     holdout = holdout_metrics(settings.bundle_dir)
@@ -71,11 +69,10 @@ def check_quality(settings: Settings) -> QualitySummary:
         for version, rows in labelled.groupby("model_version", sort=True)
     }
     scored = [version for version, quality in versions.items() if quality.live]
+    cfg.reports_dir.mkdir(parents=True, exist_ok=True)
     if scored:
-        cfg.reports_dir.mkdir(parents=True, exist_ok=True)
-        quality_report(task, labelled[labelled["model_version"].isin(scored)]).save_html(
-            str(report)
-        )
+        rows = labelled[labelled["model_version"].isin(scored)]
+        quality_report(task, rows).save_html(str(report))
         message = "; ".join(_describe(version, versions[version]) for version in scored)
     else:
         message = (
@@ -96,9 +93,8 @@ def check_quality(settings: Settings) -> QualitySummary:
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         report_path=report if scored else None,
     )
-    cfg.reports_dir.mkdir(parents=True, exist_ok=True)
     saved = {**asdict(summary), "degraded": summary.degraded}
-    (cfg.reports_dir / SUMMARY_FILE).write_text(json.dumps(saved, indent=2, default=str))
+    (cfg.reports_dir / "quality_summary.json").write_text(json.dumps(saved, indent=2, default=str))
     log.info("Live quality: %s%s", message, f" Report: {report}" if scored else "")
     return summary
 

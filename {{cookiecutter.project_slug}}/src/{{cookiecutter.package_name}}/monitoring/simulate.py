@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -20,7 +20,6 @@ from ..schema import Schema
 log = logging.getLogger(__name__)
 BATCH_SIZE = 25
 DRIFT_STDS = 1.5  # numeric features move by this many standard deviations under --drift
-FEEDBACK_COUNTS = ("accepted", "duplicates", "conflicts", "unknown", "invalid")
 
 
 class SimulationError(UserError):
@@ -90,7 +89,7 @@ def send_feedback(
     """POST the true values to /feedback after `delay` seconds, as they would arrive later."""
     log.info("In %.0f s: the true values of %d rows to /feedback", delay, len(labels))
     time.sleep(delay)
-    totals = dict.fromkeys(FEEDBACK_COUNTS, 0)
+    totals = dict.fromkeys(("accepted", "duplicates", "conflicts", "unknown", "invalid"), 0)
     for start in range(0, len(labels), batch):
         answer = _post(client, "/feedback", {"items": labels[start : start + batch]})
         for key in totals:  # a count, or the list of the items concerned
@@ -134,5 +133,4 @@ def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, An
         raise SimulationError(
             f"The service answered {response.status_code} to {path}: {response.text[:500]}"
         )
-    answer: dict[str, Any] = response.json()
-    return answer
+    return cast(dict[str, Any], response.json())

@@ -7,9 +7,8 @@
                  on drift or degradation
 
 A step that reads a database or talks to MLflow is retried after an error that may pass (a server
-hiccup), never after a UserError: bad data or config fails the same way again, so the run ends
-Failed with its one-line message. `make schedule` serves both flows on the cron schedules of
-config.yaml (orchestration.*) and `make orchestrator-ui` shows every run (schedule.py).
+hiccup), never after a UserError: the run ends Failed with its one-line message. schedule.py runs
+both on the crons of config.yaml.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from prefect.states import Failed
 from ..bundle import METADATA_FILE
 from ..config import Settings, get_settings
 from ..errors import UserError
+from ..metrics import is_better, primary_metric
 from ..monitoring import alerts, compare, drift, quality
 from ..pipeline import data, lifecycle, train
 
@@ -127,20 +127,20 @@ def monitoring() -> str | State[Any]:
 
 
 def judge(settings: Settings) -> tuple[str, bool]:
-    """The challenger against the champion on the logged traffic: promote it (auto), or say
-    that it wins (manual: an alert says `make promote`), or why there is no verdict yet; and
-    whether it lost."""
+    """The challenger against the champion on the primary metric of the labelled live rows (once
+    both have orchestration.min_challenger_rows): promote it (auto), or say that it wins (manual:
+    an alert says `make promote`), or why there is no verdict yet; and whether it lost."""
     result = compare_roles(settings)
     if isinstance(result, str):
         return result, False
-    config, version = settings.orchestration, result.challenger.version
-    wins = compare.challenger_wins(result, config.min_challenger_rows)
-    if wins is None:
+    config, ours, theirs = settings.orchestration, result.champion, result.challenger
+    version, metric = theirs.version, primary_metric(result.task)
+    if min(ours.labelled, theirs.labelled) < config.min_challenger_rows:
         return (
-            f"challenger v{version} has {result.challenger.labelled} labelled rows, "
+            f"challenger v{version} has {theirs.labelled} labelled rows, "
             f"{config.min_challenger_rows} are needed (orchestration.min_challenger_rows)"
         ), False
-    if not wins:
+    if not is_better(result.task, theirs.live[metric], ours.live[metric]):
         return f"challenger v{version} does not beat the champion on the logged traffic", True
     if config.promote == "auto":
         return f"promoted challenger v{promote(settings)}: reload the service (kill -HUP)", False

@@ -9,7 +9,6 @@ import logging
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,6 +19,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from ..config import Settings
 from ..errors import UserError
+from ..serving.process import http_status
 from .flows import FLOWS
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,14 @@ def orchestrator_ui() -> None:
 def prefect_server() -> Iterator[str]:
     """The API of `make orchestrator-ui` when it runs, else a server started for this block."""
     url = PREFECT_API_URL.value() or f"http://127.0.0.1:{PORT}/api"
-    if _answers(url):
+    if http_status(f"{url}/health") == 200:
         yield url
         return
     # A session of its own: Ctrl-C stops the flows first, then this block stops the server.
     server = subprocess.Popen(SERVER, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not _answers(url):
+        while http_status(f"{url}/health") != 200:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise UserError(f"The Prefect server did not start on port {PORT}: is it in use?")
             time.sleep(0.5)
@@ -69,11 +69,3 @@ def prefect_server() -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def _answers(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2):  # a local URL: no file://
-            return True
-    except OSError:
-        return False
