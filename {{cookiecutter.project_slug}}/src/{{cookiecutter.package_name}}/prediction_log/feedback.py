@@ -18,9 +18,8 @@ from pydantic_core import from_json
 from sqlalchemy import Connection, Engine, func, select, tuple_
 
 from ..schema import Schema
+from .reader import Key
 from .tables import feedback, insert_new, predictions
-
-Key = tuple[str, int]  # (request id, row index)
 
 
 @dataclass(frozen=True)
@@ -112,8 +111,6 @@ def record(engine: Engine, labels: list[Label], schema: Schema) -> FeedbackResul
 
 def _logged_rows(conn: Connection, request_ids: set[str]) -> dict[str, int]:
     """How many rows each of these requests logged (requests not logged are absent)."""
-    if not request_ids:
-        return {}
     columns = predictions.c
     query = select(columns.request_id, func.max(columns.row_index) + 1)
     query = query.where(columns.request_id.in_(request_ids)).group_by(columns.request_id)
@@ -122,8 +119,6 @@ def _logged_rows(conn: Connection, request_ids: set[str]) -> dict[str, int]:
 
 def _stored(conn: Connection, keys: set[Key]) -> dict[Key, Any]:
     """Labels already stored for these rows."""
-    if not keys:
-        return {}
     labels = feedback.c
     query = select(labels.request_id, labels.row_index, labels.actual)
     query = query.where(tuple_(labels.request_id, labels.row_index).in_(keys))

@@ -18,15 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .tables import COLUMNS, Row, sqlite_file, wal
-
-BUSY_TIMEOUT_SECONDS = 30.0
-
-
-def default_spool_dir(url: str) -> Path:
-    """Beside a SQLite file (predictions.db-spool/), else spool/ in the working folder."""
-    file = sqlite_file(url)
-    return Path(f"{file}-spool") if file else Path("spool")
+from .tables import COLUMNS, Row, wal
 
 
 class Spool:
@@ -48,9 +40,8 @@ class Spool:
     def take(self, limit: int) -> list[Row]:
         """The oldest `limit` rows, each with its spool `id`."""
         with self._lock:
-            cursor = self._connection().execute("SELECT * FROM rows ORDER BY id LIMIT ?", (limit,))
-            names = [column[0] for column in cursor.description]
-            return [dict(zip(names, values, strict=True)) for values in cursor]
+            query = "SELECT * FROM rows ORDER BY id LIMIT ?"
+            return [dict(row) for row in self._connection().execute(query, (limit,))]
 
     def remove(self, last_id: int) -> None:
         """The database holds every row up to `last_id` (or they were set aside)."""
@@ -93,7 +84,8 @@ class Spool:
         if self._conn is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / "spool.db"
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
+            conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
             wal(conn)
             # No constraints: what a row must hold is the database's to say (`quarantine`).
             columns = ", ".join(COLUMNS)

@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import mask_url, reason
-from .spool import Spool, default_spool_dir
+from .spool import Spool
 from .tables import (
     PredictionLogError,
     PredictionRecord,
@@ -54,7 +54,8 @@ class PredictionLog:
         self, url: str, spool: Path | None = None, observe: Callable[[str, int], None] | None = None
     ) -> None:
         self.url, self.safe_url = url, mask_url(url)
-        self.spool = Spool(spool or default_spool_dir(url))
+        file = sqlite_file(url)  # the spool goes beside it (predictions.db-spool/), else in spool/
+        self.spool = Spool(spool or Path(f"{file}-spool" if file else "spool"))
         self.counts: Counter[str] = Counter()  # rows spooled, held, written, dropped, quarantined
         self._observe = observe or (lambda outcome, rows: None)
         self._held: list[Row] = []  # rows the spool refused, waiting in memory
@@ -235,8 +236,7 @@ class PredictionLog:
 
 def _file_id(url: str) -> tuple[int, int] | None:
     """The SQLite file's device and inode ((0, 0) once deleted); None for other databases."""
-    file = sqlite_file(url)
-    if file is None:
+    if (file := sqlite_file(url)) is None:
         return None
     stat = file.stat() if file.exists() else None
     return (stat.st_dev, stat.st_ino) if stat else (0, 0)
