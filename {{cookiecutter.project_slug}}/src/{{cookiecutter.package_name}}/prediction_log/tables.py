@@ -1,9 +1,8 @@
 """The prediction log's tables, defined once, the row the service hands over, and the engine.
 
-    predictions   one row per scored row: when, which request and row, which model answered
-                  (role, version), the features as received, the prediction, and the traffic:
-                  live, smoke (a `make smoke` check) or shadow (the challenger scoring a request
-                  the champion answered). Drift, quality and compare count live traffic only.
+    predictions   one row per scored row, with the model that answered and its traffic: live,
+                  smoke (a `make smoke` check) or shadow (the challenger scoring a request the
+                  champion answered). Drift, quality and compare count live traffic only.
     feedback      the true value of a logged row, sent later to POST /feedback.
 
 SQLite (the default) runs in WAL mode with a busy timeout, so several workers and a monitoring job
@@ -81,8 +80,9 @@ class PredictionRecord:
     def row(self) -> Row:
         """The columns as text: JSON (NaN as null, numpy scalars as numbers), ISO 8601 time."""
         values = {name: getattr(self, name) for name in COLUMNS}
-        encode = {"features": _json(self.features), "prediction": _json(self.prediction)}
-        return {**values, **encode, "created_at": self.created_at.isoformat()}
+        for name in ("features", "prediction"):
+            values[name] = to_json(values[name], inf_nan_mode="null", fallback=_plain).decode()
+        return {**values, "created_at": self.created_at.isoformat()}
 
 
 def as_columns(row: Row) -> Row:
@@ -167,10 +167,6 @@ def _refusal(engine: sa.Engine, rows: list[Row]) -> str | None:
     except sa.exc.StatementError as exc:  # a value the driver cannot take
         return reason(exc)
     return None
-
-
-def _json(value: Any) -> str:
-    return to_json(value, inf_nan_mode="null", fallback=_plain).decode()
 
 
 def _plain(value: Any) -> Any:
