@@ -227,7 +227,6 @@ class PredictionLog:
             return
         self.counts[outcome] += rows
         self._observe(outcome, rows)
-        # A problem that repeats is logged once every NOTICE_SECONDS, with its running count.
         if outcome in NOTICED and time.monotonic() - self._noticed > NOTICE_SECONDS:
             self._noticed = time.monotonic()
             count, where = self.counts[outcome], self.spool.directory
