@@ -85,12 +85,6 @@ class PredictionRecord:
         return {**values, "created_at": self.created_at.isoformat()}
 
 
-def as_columns(row: Row) -> Row:
-    """A row of text as the table's columns; KeyError, TypeError or ValueError if damaged."""
-    created_at = datetime.fromisoformat(row["created_at"])
-    return {**{name: row[name] for name in COLUMNS}, "created_at": created_at}
-
-
 def sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL; None for an in-memory one or another database."""
     parsed = sa.make_url(url)
@@ -136,9 +130,8 @@ def create_tables(engine: sa.Engine) -> None:
 
 def insert_rows(engine: sa.Engine, rows: list[Row]) -> list[tuple[Row, str]]:
     """INSERT rows of text (`PredictionRecord.row`), skipping those stored already. When the
-    database refuses some for good (a constraint, a value it cannot store, a damaged row), the
-    others go one by one and the refused ones are returned, each with why. A failure that may
-    pass (down, locked, no table) raises."""
+    database refuses some for good (`_refusal`), the others go one by one and the refused ones
+    are returned, each with why; a failure that may pass (down, locked, no table) raises."""
     if _refusal(engine, rows) is None:
         return []
     refused = [(row, _refusal(engine, [row])) for row in rows]
@@ -156,10 +149,14 @@ def insert_new(table: sa.Table, dialect: str) -> sa.Insert:
 
 
 def _refusal(engine: sa.Engine, rows: list[Row]) -> str | None:
-    """None once the rows are stored; why, when the database refuses them for good."""
+    """None once the rows are stored; why, when the database refuses them for good (a
+    constraint, a value it cannot store, a damaged row)."""
     try:
         with engine.begin() as conn:
-            conn.execute(insert_new(predictions, conn.dialect.name), [as_columns(r) for r in rows])
+            values = [{name: row[name] for name in COLUMNS} for row in rows]  # not the spool's id
+            for value in values:  # a damaged row raises KeyError, TypeError or ValueError
+                value["created_at"] = datetime.fromisoformat(value["created_at"])
+            conn.execute(insert_new(predictions, conn.dialect.name), values)
     except (sa.exc.IntegrityError, sa.exc.DataError, KeyError, TypeError, ValueError) as exc:
         return reason(exc)
     except sa.exc.DBAPIError:  # down, locked, no table: it may pass

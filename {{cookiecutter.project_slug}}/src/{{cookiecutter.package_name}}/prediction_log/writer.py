@@ -123,8 +123,7 @@ class PredictionLog:
             self._spool_failing = None
 
     def close(self, budget: float = CLOSE_SECONDS) -> None:
-        """Write what the database takes within `budget` seconds; the rest stays in the spool
-        for the next start. Logs how many rows went where."""
+        """Write what the database takes within `budget` seconds; the rest waits in the spool."""
         if not self._thread.is_alive() or self._stop.is_set():
             return
         atexit.unregister(self.close)
