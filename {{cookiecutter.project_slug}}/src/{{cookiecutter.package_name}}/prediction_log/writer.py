@@ -1,10 +1,9 @@
 """Writing the prediction log: the request path adds rows to the spool, a thread moves them on.
 
 `log()` never waits for the database. Every answered row is in the spool (spool.py) until the
-database holds it. While the spool itself refuses rows (a full or read-only disk) they wait in
-memory, up to MEMORY_ROWS, and go to the spool or the database once either takes them; only rows
-beyond that bound are dropped, counted and logged. The log is `degraded` while rows do not reach
-the database: /ready says so, and with prediction_log.mode fail_closed /predict answers 503.
+database holds it, or in memory while the spool refuses it (a full or read-only disk; rows past
+MEMORY_ROWS are dropped, counted and logged). The log is `degraded` while rows do not reach the
+database: /ready says so, and with prediction_log.mode fail_closed /predict answers 503.
 """
 
 from __future__ import annotations
