@@ -18,9 +18,8 @@ from pydantic_core import from_json
 from sqlalchemy import Connection, Engine, func, select, tuple_
 
 from ..schema import Schema
+from .reader import Key
 from .tables import feedback, insert_new, predictions
-
-Key = tuple[str, int]  # (request id, row index)
 
 
 @dataclass(frozen=True)
@@ -85,8 +84,7 @@ def record(engine: Engine, labels: list[Label], schema: Schema) -> FeedbackResul
         else:
             valid[(label.request_id, label.index)] = actual
     with engine.begin() as conn:  # the writer created the tables at its start
-        rows = _logged_rows(conn, {request_id for request_id, _ in valid})
-        stored = _stored(conn, {(r, 0 if i is None else i) for r, i in valid})
+        rows, stored = _known(conn, {(r, 0 if i is None else i) for r, i in valid})
         new, received = [], datetime.now(UTC)
         for (request_id, index), actual in valid.items():
             item, count = {"request_id": request_id, "index": index}, rows.get(request_id, 0)
@@ -110,21 +108,15 @@ def record(engine: Engine, labels: list[Label], schema: Schema) -> FeedbackResul
     return result
 
 
-def _logged_rows(conn: Connection, request_ids: set[str]) -> dict[str, int]:
-    """How many rows each of these requests logged (requests not logged are absent)."""
-    if not request_ids:
-        return {}
-    columns = predictions.c
-    query = select(columns.request_id, func.max(columns.row_index) + 1)
-    query = query.where(columns.request_id.in_(request_ids)).group_by(columns.request_id)
-    return {request_id: int(count) for request_id, count in conn.execute(query)}
-
-
-def _stored(conn: Connection, keys: set[Key]) -> dict[Key, Any]:
-    """Labels already stored for these rows."""
-    if not keys:
-        return {}
-    labels = feedback.c
-    query = select(labels.request_id, labels.row_index, labels.actual)
-    query = query.where(tuple_(labels.request_id, labels.row_index).in_(keys))
-    return {(r, i): from_json(a) for r, i, a in conn.execute(query)}
+def _known(conn: Connection, keys: set[Key]) -> tuple[dict[str, int], dict[Key, Any]]:
+    """How many rows each request of `keys` logged (those not logged are absent), and the labels
+    stored already for `keys`."""
+    served, labels = predictions.c, feedback.c
+    logged = select(served.request_id, func.max(served.row_index) + 1).group_by(served.request_id)
+    logged = logged.where(served.request_id.in_({request_id for request_id, _ in keys}))
+    stored = select(labels.request_id, labels.row_index, labels.actual)
+    stored = stored.where(tuple_(labels.request_id, labels.row_index).in_(keys))
+    return (
+        {request_id: int(count) for request_id, count in conn.execute(logged)},
+        {(r, i): from_json(a) for r, i, a in conn.execute(stored)},
+    )

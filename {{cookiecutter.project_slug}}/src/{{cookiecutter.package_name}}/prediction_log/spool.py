@@ -2,9 +2,7 @@
 
 Every worker adds a request's rows in one transaction before the answer is sent (no fsync: a row
 survives the process, not a power cut). One worker at a time, the one that locks `drain.lock`,
-moves them to the database, oldest first, and deletes them once the database holds them; when
-that worker stops or is killed, the kernel frees the lock and another one takes over. A row the
-database refuses for good is set aside in quarantine.jsonl, so that it cannot hold up the rest.
+moves them on; when it stops or is killed, the kernel frees the lock and another one takes over.
 """
 
 from __future__ import annotations
@@ -18,15 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .tables import COLUMNS, Row, sqlite_file, wal
-
-BUSY_TIMEOUT_SECONDS = 30.0
-
-
-def default_spool_dir(url: str) -> Path:
-    """Beside a SQLite file (predictions.db-spool/), else spool/ in the working folder."""
-    file = sqlite_file(url)
-    return Path(f"{file}-spool") if file else Path("spool")
+from .tables import COLUMNS, Row, wal
 
 
 class Spool:
@@ -41,16 +31,14 @@ class Spool:
 
     def add(self, rows: list[Row]) -> None:
         """Add rows in one transaction; sqlite3.Error or OSError when the disk refuses them."""
-        values = [tuple(row[name] for name in COLUMNS) for row in rows]
-        marks = ", ".join("?" * len(COLUMNS))
-        self._write(f"INSERT INTO rows ({', '.join(COLUMNS)}) VALUES ({marks})", values)
+        marks = ", ".join(f":{name}" for name in COLUMNS)
+        self._write(f"INSERT INTO rows ({', '.join(COLUMNS)}) VALUES ({marks})", rows)
 
     def take(self, limit: int) -> list[Row]:
         """The oldest `limit` rows, each with its spool `id`."""
         with self._lock:
-            cursor = self._connection().execute("SELECT * FROM rows ORDER BY id LIMIT ?", (limit,))
-            names = [column[0] for column in cursor.description]
-            return [dict(zip(names, values, strict=True)) for values in cursor]
+            query = "SELECT * FROM rows ORDER BY id LIMIT ?"
+            return [dict(row) for row in self._connection().execute(query, (limit,))]
 
     def remove(self, last_id: int) -> None:
         """The database holds every row up to `last_id` (or they were set aside)."""
@@ -92,8 +80,8 @@ class Spool:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            path = self.directory / "spool.db"
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
+            conn = sqlite3.connect(self.directory / "spool.db", timeout=30, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
             wal(conn)
             # No constraints: what a row must hold is the database's to say (`quarantine`).
             columns = ", ".join(COLUMNS)
@@ -101,7 +89,7 @@ class Spool:
             self._conn = conn
         return self._conn
 
-    def _write(self, statement: str, values: list[tuple[Any, ...]]) -> None:
+    def _write(self, statement: str, values: list[Any]) -> None:
         with self._lock:
             conn = self._connection()
             try:

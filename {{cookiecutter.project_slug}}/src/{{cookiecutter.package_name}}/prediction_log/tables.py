@@ -1,9 +1,8 @@
 """The prediction log's tables, defined once, the row the service hands over, and the engine.
 
-    predictions   one row per scored row: when, which request and row, which model answered
-                  (role, version), the features as received, the prediction, and the traffic:
-                  live, smoke (a `make smoke` check) or shadow (the challenger scoring a request
-                  the champion answered). Drift, quality and compare count live traffic only.
+    predictions   one row per scored row, with the model that answered and its traffic: live,
+                  smoke (a `make smoke` check) or shadow (the challenger scoring a request the
+                  champion answered). Drift, quality and compare count live traffic only.
     feedback      the true value of a logged row, sent later to POST /feedback.
 
 SQLite (the default) runs in WAL mode with a busy timeout, so several workers and a monitoring job
@@ -21,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic_core import to_json
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import UserError, reason
 
@@ -55,8 +55,6 @@ feedback = sa.Table(
     sa.UniqueConstraint("request_id", "row_index", name="feedback_row"),
 )
 COLUMNS = tuple(column.name for column in predictions.columns if column.name != "id")
-# What a row the database refuses for good raises; anything else may pass (down, locked).
-REFUSED = (sa.exc.IntegrityError, sa.exc.DataError, KeyError, TypeError, ValueError)
 
 
 class PredictionLogError(UserError):
@@ -82,15 +80,9 @@ class PredictionRecord:
     def row(self) -> Row:
         """The columns as text: JSON (NaN as null, numpy scalars as numbers), ISO 8601 time."""
         values = {name: getattr(self, name) for name in COLUMNS}
-        encode = {"features": _json(self.features), "prediction": _json(self.prediction)}
-        return {**values, **encode, "created_at": self.created_at.isoformat()}
-
-
-def as_columns(row: Row) -> Row:
-    """A row of text (`PredictionRecord.row`) as the table's columns; KeyError, TypeError or
-    ValueError for a damaged one."""
-    created_at = datetime.fromisoformat(row["created_at"])
-    return {**{name: row[name] for name in COLUMNS}, "created_at": created_at}
+        for name in ("features", "prediction"):
+            values[name] = to_json(values[name], inf_nan_mode="null", fallback=_plain).decode()
+        return {**values, "created_at": self.created_at.isoformat()}
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -104,16 +96,22 @@ def sqlite_file(url: str) -> Path | None:
 def connect(url: str, *, read_only: bool = False) -> sa.Engine:
     """An engine on the log's database; `read_only` (monitoring) never creates a SQLite file."""
     backend, file = sa.make_url(url).get_backend_name(), sqlite_file(url)
-    if backend == "postgresql":  # a server that is down fails fast
-        return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
-    if backend != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
+    if backend != "sqlite":  # a PostgreSQL server that is down fails fast
+        timeout = {"connect_timeout": 5} if backend == "postgresql" else {}
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=timeout)
     if file and read_only:
         url = f"sqlite:///file:{file.absolute()}?mode=ro&uri=true"
     elif file:
         file.parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url)
-    sa.event.listen(engine, "connect", _read_only if read_only else _sqlite_pragmas)
+
+    @sa.event.listens_for(engine, "connect")
+    def pragmas(conn: sqlite3.Connection, _record: Any) -> None:
+        """Writers of other processes wait instead of failing; readers never block the writer."""
+        conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if not read_only:
+            wal(conn)
+
     return engine
 
 
@@ -132,63 +130,44 @@ def create_tables(engine: sa.Engine) -> None:
 
 def insert_rows(engine: sa.Engine, rows: list[Row]) -> list[tuple[Row, str]]:
     """INSERT rows of text (`PredictionRecord.row`), skipping those stored already. When the
-    database refuses some for good (a constraint, a value it cannot store, a damaged row), the
-    others go one by one and the refused ones are returned, each with why. A failure that may
-    pass (down, locked, no table) raises."""
-    try:
-        _insert(engine, rows)
+    database refuses some for good (`_refusal`), the others go one by one and the refused ones
+    are returned, each with why; a failure that may pass (down, locked, no table) raises."""
+    if _refusal(engine, rows) is None:
         return []
-    except Exception as exc:
-        if not _refused(exc):
-            raise
-    refused = []
-    for row in rows:
-        try:
-            _insert(engine, [row])
-        except Exception as exc:
-            if not _refused(exc):
-                raise
-            refused.append((row, reason(exc)))
-    return refused
+    refused = [(row, _refusal(engine, [row])) for row in rows]
+    return [(row, why) for row, why in refused if why is not None]
 
 
 def insert_new(table: sa.Table, dialect: str) -> sa.Insert:
     """INSERT that skips rows stored already (a replay, a label sent again): SQLite and
     PostgreSQL do that themselves; another database raises on a duplicate."""
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing()
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        return postgresql_insert(table).on_conflict_do_nothing()
+        return postgresql.insert(table).on_conflict_do_nothing()
     return table.insert()
 
 
-def _insert(engine: sa.Engine, rows: list[Row]) -> None:
-    with engine.begin() as conn:
-        conn.execute(insert_new(predictions, conn.dialect.name), [as_columns(row) for row in rows])
-
-
-def _refused(exc: Exception) -> bool:
-    if isinstance(exc, REFUSED):
-        return True
-    return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
-
-
-def _json(value: Any) -> str:
-    return to_json(value, inf_nan_mode="null", fallback=_plain).decode()
+def _refusal(engine: sa.Engine, rows: list[Row]) -> str | None:
+    """None once the rows are stored; why, when the database refuses them for good (a
+    constraint, a value it cannot store, a damaged row)."""
+    try:
+        with engine.begin() as conn:
+            values = [{name: row[name] for name in COLUMNS} for row in rows]  # not the spool's id
+            for value in values:  # a damaged row raises KeyError, TypeError or ValueError
+                value["created_at"] = datetime.fromisoformat(value["created_at"])
+            conn.execute(insert_new(predictions, conn.dialect.name), values)
+    except (sa.exc.IntegrityError, sa.exc.DataError, KeyError, TypeError, ValueError) as exc:
+        return reason(exc)
+    except sa.exc.DBAPIError:  # down, locked, no table: it may pass
+        raise
+    except sa.exc.StatementError as exc:  # a value the driver cannot take
+        return reason(exc)
+    return None
 
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """Readers never block the writer (WAL); writers of other processes wait instead of failing."""
-    _read_only(dbapi_connection, _record)
-    wal(dbapi_connection)
 
 
 def wal(conn: sqlite3.Connection) -> None:
@@ -204,7 +183,3 @@ def wal(conn: sqlite3.Connection) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-
-
-def _read_only(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")

@@ -1,10 +1,9 @@
 """Writing the prediction log: the request path adds rows to the spool, a thread moves them on.
 
 `log()` never waits for the database. Every answered row is in the spool (spool.py) until the
-database holds it. While the spool itself refuses rows (a full or read-only disk) they wait in
-memory, up to MEMORY_ROWS, and go to the spool or the database once either takes them; only rows
-beyond that bound are dropped, counted and logged. The log is `degraded` while rows do not reach
-the database: /ready says so, and with prediction_log.mode fail_closed /predict answers 503.
+database holds it, or in memory while the spool refuses it (a full or read-only disk; rows past
+MEMORY_ROWS are dropped, counted and logged). The log is `degraded` while rows do not reach the
+database: /ready says so, and with prediction_log.mode fail_closed /predict answers 503.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import mask_url, reason
-from .spool import Spool, default_spool_dir
+from .spool import Spool
 from .tables import (
     PredictionLogError,
     PredictionRecord,
@@ -54,7 +53,8 @@ class PredictionLog:
         self, url: str, spool: Path | None = None, observe: Callable[[str, int], None] | None = None
     ) -> None:
         self.url, self.safe_url = url, mask_url(url)
-        self.spool = Spool(spool or default_spool_dir(url))
+        file = sqlite_file(url)  # the spool goes beside it (predictions.db-spool/), else in spool/
+        self.spool = Spool(spool or Path(f"{file}-spool" if file else "spool"))
         self.counts: Counter[str] = Counter()  # rows spooled, held, written, dropped, quarantined
         self._observe = observe or (lambda outcome, rows: None)
         self._held: list[Row] = []  # rows the spool refused, waiting in memory
@@ -122,8 +122,7 @@ class PredictionLog:
             self._spool_failing = None
 
     def close(self, budget: float = CLOSE_SECONDS) -> None:
-        """Write what the database takes within `budget` seconds; the rest stays in the spool
-        for the next start. Logs how many rows went where."""
+        """Write what the database takes within `budget` seconds; the rest waits in the spool."""
         if not self._thread.is_alive() or self._stop.is_set():
             return
         atexit.unregister(self.close)
@@ -226,7 +225,6 @@ class PredictionLog:
             return
         self.counts[outcome] += rows
         self._observe(outcome, rows)
-        # A problem that repeats is logged once every NOTICE_SECONDS, with its running count.
         if outcome in NOTICED and time.monotonic() - self._noticed > NOTICE_SECONDS:
             self._noticed = time.monotonic()
             count, where = self.counts[outcome], self.spool.directory
@@ -235,8 +233,7 @@ class PredictionLog:
 
 def _file_id(url: str) -> tuple[int, int] | None:
     """The SQLite file's device and inode ((0, 0) once deleted); None for other databases."""
-    file = sqlite_file(url)
-    if file is None:
+    if (file := sqlite_file(url)) is None:
         return None
     stat = file.stat() if file.exists() else None
     return (stat.st_dev, stat.st_ino) if stat else (0, 0)
