@@ -142,3 +142,17 @@ def test_a_bad_value_says_whether_it_came_from_the_environment(
     assert "`serving.prediction_log_url` is now `prediction_log.url`" in message
     assert "rename it to ML_PREDICTION_LOG__URL" in message
     assert "config.yaml" not in message
+
+
+@pytest.mark.usefixtures("settings")
+def test_a_prediction_log_url_that_is_not_a_url_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ML_PREDICTION_LOG__URL", "predictions.db")
+    get_settings.cache_clear()
+
+    with pytest.raises(ConfigError) as raised:
+        get_settings()
+
+    assert "ML_PREDICTION_LOG__URL (environment): `prediction_log.url`" in str(raised.value)
+    assert "a database URL is needed, e.g. sqlite:///" in str(raised.value)

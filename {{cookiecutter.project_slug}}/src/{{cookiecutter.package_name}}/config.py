@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -98,11 +99,19 @@ class ServingSettings(Section):
 
 
 class PredictionLogSettings(Section):
-    url: str = "sqlite:///predictions.db"
+    url: str = "sqlite:///predictions.db"  # any SQLAlchemy database URL
     # Rows wait here until the database holds them (prediction_log/spool.py); unset:
     # predictions.db-spool/ beside a SQLite file, else spool/.
     spool: Path | None = None
     mode: Literal["fail_open", "fail_closed"] = "fail_open"  # fail_closed: 503 while degraded
+
+    @field_validator("url")
+    @classmethod
+    def _a_url(cls, value: str) -> str:
+        if "://" not in value:
+            example = "sqlite:///predictions.db or postgresql+psycopg://user@host/db"
+            raise PydanticCustomError("url", f"a database URL is needed, e.g. {example}")
+        return value
 
 
 class MonitoringSettings(Section):
