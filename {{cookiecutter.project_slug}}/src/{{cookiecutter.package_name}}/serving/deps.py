@@ -1,5 +1,5 @@
-"""What the routes depend on, declared once as `Annotated` aliases: the service, its loaded
-predictor, and the body of a write route, read within its size limit and validated in one pass.
+"""What the routes depend on, declared once as `Annotated` aliases: the loaded predictor, and
+the body of a write route, read within its size limit and validated in one pass.
 
 None of these runs before the Guard (guards.py) has checked the API key and taken a slot, so no
 body is read for a client that may not send one. The bodies are read here rather than by FastAPI
@@ -32,15 +32,8 @@ ECHO_CHARS = 40  # of a bad value, in a 422
 Body = TypeVar("Body", bound=BaseModel)
 
 
-async def get_service(request: Request) -> Service:
+async def get_predictor(request: Request) -> Predictor:
     service: Service = request.app.state.service
-    return service
-
-
-ServiceDep = Annotated[Service, Depends(get_service)]
-
-
-async def get_predictor(service: ServiceDep) -> Predictor:
     if service.predictor is None:
         raise HTTPException(503, detail=service.problem)
     return service.predictor
@@ -49,10 +42,11 @@ async def get_predictor(service: ServiceDep) -> Predictor:
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 
 
-async def get_logging_predictor(service: ServiceDep, predictor: PredictorDep) -> Predictor:
+async def get_logging_predictor(predictor: PredictorDep) -> Predictor:
     """With prediction_log.mode fail_closed, no answer while the log's rows do not reach its
     database (fail_open, the default, answers and keeps the rows in the spool)."""
-    if service.settings.prediction_log.mode == "fail_closed" and predictor.prediction_log.degraded:
+    fail_closed = predictor.settings.prediction_log.mode == "fail_closed"
+    if fail_closed and predictor.prediction_log.degraded:
         detail = "The prediction log's database does not take rows: retry later."
         raise HTTPException(503, detail=detail, headers=RETRY)
     return predictor
@@ -73,11 +67,9 @@ bearer = HTTPBearer(auto_error=False, description="serving.api_key, when it is s
 WRITE = [Depends(bearer), Depends(require_json)]
 
 
-async def read_instances(
-    request: Request, service: ServiceDep, predictor: LoggingPredictorDep
-) -> list[dict[str, Any]]:
+async def read_instances(request: Request, predictor: LoggingPredictorDep) -> list[dict[str, Any]]:
     """The rows of a /predict body, validated against the schema's request model."""
-    schema, batch = predictor.champion.bundle.schema, service.settings.serving.max_batch_size
+    schema, batch = predictor.champion.bundle.schema, predictor.settings.serving.max_batch_size
     limit = batch * (len(schema.features) + len(schema.others)) * BYTES_PER_VALUE
     parsed = await _read(request, predictor.request_model, limit, "instances")
     # Unset: an optional column (an ID, a date...) the client did not send stays out of the log.
@@ -88,9 +80,9 @@ async def read_instances(
 Instances = Annotated[list[dict[str, Any]], Depends(read_instances)]
 
 
-async def read_labels(request: Request, service: ServiceDep) -> list[Label]:
+async def read_labels(request: Request, predictor: PredictorDep) -> list[Label]:
     """The items of a /feedback body, at most serving.max_batch_size of them."""
-    batch = service.settings.serving.max_batch_size
+    batch = predictor.settings.serving.max_batch_size
     items = (await _read(request, FeedbackRequest, batch * BYTES_PER_ITEM, "items")).items
     if len(items) > batch:
         raise _too_many(len(items), batch, "items")
