@@ -101,15 +101,15 @@ async def _read(request: Request, model: type[Body], limit: int, rows: str) -> B
     once when its Content-Length says so, or when it has too many `rows`; else 422."""
     limit += SLACK_BYTES
     declared = request.headers.get("content-length", "")
-    received, body = 0, bytearray()
-    if not (declared.isdigit() and int(declared) > limit):
+    too_big, received, body = declared.isdigit() and int(declared) > limit, 0, bytearray()
+    if not too_big:
         async for chunk in request.stream():
             received += len(chunk)
             if received <= limit:
                 body += chunk
             elif received > DRAIN_BYTES:
                 break
-    if received > limit or (declared.isdigit() and int(declared) > limit):
+    if too_big or received > limit:
         raise HTTPException(413, f"Request body over {limit} bytes: send fewer {rows} per request.")
     try:
         return model.model_validate_json(body)

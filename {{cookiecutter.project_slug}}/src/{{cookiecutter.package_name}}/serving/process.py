@@ -28,8 +28,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        return int(sock.getsockname()[1])
 
 
 def start(

@@ -122,8 +122,7 @@ async def feedback(predictor: PredictorDep, labels: Labels) -> FeedbackResponse:
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
     """Prometheus metrics."""
-    content, media_type = render()
-    return Response(content, media_type=media_type)
+    return render()
 
 
 @router.get("/docs", include_in_schema=False)
