@@ -41,12 +41,9 @@ class Guard:
         self.in_flight = 0  # one event loop per worker: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] == "HEAD":  # a copy: the server still knows to send no body
-            scope = {**scope, "method": "GET"}
-        if scope["path"] in UNLIMITED:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}  # a copy: the server still knows to send no body
+        if scope["type"] != "http" or scope["path"] in UNLIMITED:
             await self.app(scope, receive, send)
             return
         if self.api_key and scope["method"] == "POST" and not self._authorized(scope):

@@ -29,7 +29,6 @@ from ..errors import UserError
 from ..logging_config import UVICORN_LOG_CONFIG
 
 log = logging.getLogger(__name__)
-APP_FACTORY = f"{__package__}.app:create_app"
 # Then open requests are cancelled, and the prediction log gets writer.CLOSE_SECONDS to write
 # what is queued: the whole stop fits in 25 s, below Kubernetes' default grace of 30 s.
 GRACEFUL_SHUTDOWN_SECONDS = 15
@@ -67,7 +66,7 @@ def run(
     # OpenMP's own threads (HistGradientBoosting) would only fight them for the cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     config = uvicorn.Config(
-        APP_FACTORY,
+        f"{__package__}.app:create_app",
         factory=True,
         host=host,
         port=port,
