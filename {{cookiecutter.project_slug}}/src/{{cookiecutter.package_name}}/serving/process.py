@@ -44,7 +44,7 @@ def start(
         return subprocess.Popen(
             command,
             cwd=cwd,
-            env=None if env is None else dict(env),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=None if out is None else subprocess.STDOUT,
