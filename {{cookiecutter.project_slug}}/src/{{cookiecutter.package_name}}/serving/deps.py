@@ -1,8 +1,7 @@
 """What the routes depend on, declared once as `Annotated` aliases: the loaded predictor, and
 the body of a write route, read within its size limit and validated in one pass.
 
-None of these runs before the Guard (guards.py) has checked the API key and taken a slot, so no
-body is read for a client that may not send one. The bodies are read here rather than by FastAPI
+None of these runs before the Guard (guards.py). The bodies are read here rather than by FastAPI
 because the request model comes with the loaded bundle, and pydantic validates the raw JSON
 faster than the parsed one.
 """

@@ -80,8 +80,7 @@ def run(
     if workers == 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         supervise(config)  # one worker keeps its metrics in memory
         return
-    # The workers write their metrics to one fresh directory that /metrics adds up, so counts
-    # survive a worker's restart and cover every worker.
+    # Several workers share a fresh directory for their metrics (prometheus.py).
     with tempfile.TemporaryDirectory(prefix="prometheus-") as directory:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
         try:
