@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -55,41 +55,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.stop()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The ASGI app; `serve` runs it with uvicorn (`create_app` as the factory)."""
-    settings = settings or get_settings()
-    app = FastAPI(
-        title=settings.model.registered_name,
-        version=__version__,
-        summary="Predictions of the exported model; /docs shows its features.",
-        lifespan=lifespan,
-        docs_url=None,  # FastAPI's own /docs loads Swagger UI from a CDN; ours is local
-        redoc_url=None,
-    )
-    app.state.service = Service(settings)
-    serving = settings.serving
-    key = serving.api_key.get_secret_value() if serving.api_key else None
-    app.add_middleware(
-        Guard, api_key=key, max_concurrency=serving.max_concurrency, timeout=serving.request_timeout
-    )
-    app.add_middleware(MetricsMiddleware)  # the last added runs first: it counts every answer
-    app.add_exception_handler(RequestValidationError, short_validation_errors)
-    app.include_router(router)
-    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
-    app.openapi = _openapi_with_features(app)  # type: ignore[method-assign]
-    return app
+class App(FastAPI):
+    """FastAPI, except that the OpenAPI document also shows the bodies the write routes read
+    themselves (deps.py): FeedbackRequest, and /predict's request model, which comes with the
+    bundle."""
 
-
-def _openapi_with_features(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """The write routes read their bodies themselves (deps.py), and /predict's request model
-    comes with the bundle: their bodies join the OpenAPI document when it is first asked for."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        spec = generate()
-        predictor = app.state.service.predictor
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        spec = super().openapi()  # kept as self.openapi_schema: completed once, here
+        predictor = self.state.service.predictor
         bodies = {"/feedback": FeedbackRequest}
         if predictor is not None:
             bodies["/predict"] = predictor.request_model
@@ -99,7 +74,24 @@ def _openapi_with_features(app: FastAPI) -> Callable[[], dict[str, Any]]:
             schemas.update(schemas[model.__name__].pop("$defs", {}))
             content = {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}
             spec["paths"][path]["post"]["requestBody"] = {"required": True, "content": content}
-        app.openapi_schema = spec
         return spec
 
-    return openapi
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ASGI app; `serve` runs it with uvicorn (`create_app` as the factory)."""
+    settings = settings or get_settings()
+    app = App(
+        title=settings.model.registered_name,
+        version=__version__,
+        summary="Predictions of the exported model; /docs shows its features.",
+        lifespan=lifespan,
+        docs_url=None,  # FastAPI's own /docs loads Swagger UI from a CDN; ours is local
+        redoc_url=None,
+    )
+    app.state.service = Service(settings)
+    app.add_middleware(Guard, serving=settings.serving)
+    app.add_middleware(MetricsMiddleware)  # the last added runs first: it counts every answer
+    app.add_exception_handler(RequestValidationError, short_validation_errors)
+    app.include_router(router)
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    return app

@@ -1,8 +1,7 @@
-"""What the routes depend on, declared once as `Annotated` aliases: the service, its loaded
-predictor, and the body of a write route, read within its size limit and validated in one pass.
+"""What the routes depend on, declared once as `Annotated` aliases: the loaded predictor, and
+the body of a write route, read within its size limit and validated in one pass.
 
-None of these runs before the Guard (guards.py) has checked the API key and taken a slot, so no
-body is read for a client that may not send one. The bodies are read here rather than by FastAPI
+None of these runs before the Guard (guards.py). The bodies are read here rather than by FastAPI
 because the request model comes with the loaded bundle, and pydantic validates the raw JSON
 faster than the parsed one.
 """
@@ -32,15 +31,8 @@ ECHO_CHARS = 40  # of a bad value, in a 422
 Body = TypeVar("Body", bound=BaseModel)
 
 
-async def get_service(request: Request) -> Service:
+async def get_predictor(request: Request) -> Predictor:
     service: Service = request.app.state.service
-    return service
-
-
-ServiceDep = Annotated[Service, Depends(get_service)]
-
-
-async def get_predictor(service: ServiceDep) -> Predictor:
     if service.predictor is None:
         raise HTTPException(503, detail=service.problem)
     return service.predictor
@@ -49,10 +41,11 @@ async def get_predictor(service: ServiceDep) -> Predictor:
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 
 
-async def get_logging_predictor(service: ServiceDep, predictor: PredictorDep) -> Predictor:
+async def get_logging_predictor(predictor: PredictorDep) -> Predictor:
     """With prediction_log.mode fail_closed, no answer while the log's rows do not reach its
     database (fail_open, the default, answers and keeps the rows in the spool)."""
-    if service.settings.prediction_log.mode == "fail_closed" and predictor.prediction_log.degraded:
+    fail_closed = predictor.settings.prediction_log.mode == "fail_closed"
+    if fail_closed and predictor.prediction_log.degraded:
         detail = "The prediction log's database does not take rows: retry later."
         raise HTTPException(503, detail=detail, headers=RETRY)
     return predictor
@@ -73,11 +66,9 @@ bearer = HTTPBearer(auto_error=False, description="serving.api_key, when it is s
 WRITE = [Depends(bearer), Depends(require_json)]
 
 
-async def read_instances(
-    request: Request, service: ServiceDep, predictor: LoggingPredictorDep
-) -> list[dict[str, Any]]:
+async def read_instances(request: Request, predictor: LoggingPredictorDep) -> list[dict[str, Any]]:
     """The rows of a /predict body, validated against the schema's request model."""
-    schema, batch = predictor.champion.bundle.schema, service.settings.serving.max_batch_size
+    schema, batch = predictor.champion.bundle.schema, predictor.settings.serving.max_batch_size
     limit = batch * (len(schema.features) + len(schema.others)) * BYTES_PER_VALUE
     parsed = await _read(request, predictor.request_model, limit, "instances")
     # Unset: an optional column (an ID, a date...) the client did not send stays out of the log.
@@ -88,9 +79,9 @@ async def read_instances(
 Instances = Annotated[list[dict[str, Any]], Depends(read_instances)]
 
 
-async def read_labels(request: Request, service: ServiceDep) -> list[Label]:
+async def read_labels(request: Request, predictor: PredictorDep) -> list[Label]:
     """The items of a /feedback body, at most serving.max_batch_size of them."""
-    batch = service.settings.serving.max_batch_size
+    batch = predictor.settings.serving.max_batch_size
     items = (await _read(request, FeedbackRequest, batch * BYTES_PER_ITEM, "items")).items
     if len(items) > batch:
         raise _too_many(len(items), batch, "items")
@@ -109,15 +100,15 @@ async def _read(request: Request, model: type[Body], limit: int, rows: str) -> B
     once when its Content-Length says so, or when it has too many `rows`; else 422."""
     limit += SLACK_BYTES
     declared = request.headers.get("content-length", "")
-    received, body = 0, bytearray()
-    if not (declared.isdigit() and int(declared) > limit):
+    too_big, received, body = declared.isdigit() and int(declared) > limit, 0, bytearray()
+    if not too_big:
         async for chunk in request.stream():
             received += len(chunk)
             if received <= limit:
                 body += chunk
             elif received > DRAIN_BYTES:
                 break
-    if received > limit or (declared.isdigit() and int(declared) > limit):
+    if too_big or received > limit:
         raise HTTPException(413, f"Request body over {limit} bytes: send fewer {rows} per request.")
     try:
         return model.model_validate_json(body)

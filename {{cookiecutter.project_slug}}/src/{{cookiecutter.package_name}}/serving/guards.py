@@ -23,30 +23,27 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..config import ServingSettings
+
 log = logging.getLogger(__name__)
 JSON = "application/json"
-RETRY_AFTER_SECONDS = 1
-RETRY = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+RETRY = {"Retry-After": "1"}  # second
 UNLIMITED = ("/health", "/metrics")  # liveness and monitoring must answer under load
 
 
 class Guard:
     """Pure ASGI middleware (no body is read here): the key, the slots, the time."""
 
-    def __init__(
-        self, app: ASGIApp, api_key: str | None, max_concurrency: int, timeout: float
-    ) -> None:
-        self.app, self.timeout, self.max_concurrency = app, timeout, max_concurrency
-        self.api_key = api_key.encode() if api_key else None
+    def __init__(self, app: ASGIApp, serving: ServingSettings) -> None:
+        self.app, self.timeout = app, serving.request_timeout
+        self.max_concurrency = serving.max_concurrency
+        self.api_key = serving.api_key.get_secret_value().encode() if serving.api_key else None
         self.in_flight = 0  # one event loop per worker: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] == "HEAD":  # a copy: the server still knows to send no body
-            scope = {**scope, "method": "GET"}
-        if scope["path"] in UNLIMITED:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}  # a copy: the server still knows to send no body
+        if scope["type"] != "http" or scope["path"] in UNLIMITED:
             await self.app(scope, receive, send)
             return
         if self.api_key and scope["method"] == "POST" and not self._authorized(scope):

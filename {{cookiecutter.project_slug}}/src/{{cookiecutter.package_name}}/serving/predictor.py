@@ -14,7 +14,6 @@ that cannot be served leaves the champion serving alone, with a warning, never a
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import uuid
@@ -64,7 +63,7 @@ class Predictor:
     champion: Model
     challenger: Model | None
     rollout: str  # serving.rollout in effect: off without a challenger
-    canary_share: float
+    settings: Settings  # canary_share, max_batch_size, prediction_log.mode...
     request_model: type[BaseModel]  # from the champion's schema
     prediction_log: PredictionLog
     # Its thread starts with the first job: only a shadow rollout has one.
@@ -98,9 +97,10 @@ class Predictor:
             settings.bundle_dir,
             type(champion.runtime).__name__,
         )
-        model = request_model(schema, serving.max_batch_size, _sample_row(settings.bundle_dir))
+        sample = settings.bundle_dir / "sample_request.json"
+        model = request_model(schema, serving.max_batch_size, sample)
         rollout = "off" if challenger is None else serving.rollout
-        return cls(champion, challenger, rollout, serving.canary_share, model, prediction_log)
+        return cls(champion, challenger, rollout, settings, model, prediction_log)
 
     def predict(
         self, instances: list[dict[str, Any]], key: str | None = None, traffic: str = LIVE
@@ -110,7 +110,8 @@ class Predictor:
         challenger too, after the answer."""
         request_id, created_at = uuid.uuid4().hex, datetime.now(UTC)
         model, challenger = self.champion, self.challenger
-        if self.rollout == "canary" and in_canary(key or request_id, self.canary_share):
+        share = self.settings.serving.canary_share
+        if self.rollout == "canary" and in_canary(key or request_id, share):
             model = challenger or model
 
         def log_rows(model: Model, answers: list[Any], traffic: str) -> None:
@@ -186,16 +187,6 @@ def _challenger(settings: Settings, champion: Model) -> Model | None:
         "Rollout %s: challenger version %s from %s/", mode, challenger.bundle.version, directory
     )
     return challenger
-
-
-def _sample_row(directory: Path) -> dict[str, Any] | None:
-    """The first held-out row `make train` wrote next to the bundle, for the example of /docs."""
-    path = directory / "sample_request.json"
-    try:
-        row: dict[str, Any] = json.loads(path.read_text())["instances"][0]
-    except (OSError, ValueError, LookupError, TypeError):
-        return None  # the request model makes an example up
-    return row
 
 
 @dataclass

@@ -22,10 +22,10 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # Regression outputs can have any scale: 1-2.5-5 steps from 0.1 to 5000, both signs.
 _STEPS = [m * 10.0**e for e in range(-1, 4) for m in (1.0, 2.5, 5.0)]
 VALUE_BUCKETS = (*sorted(-s for s in _STEPS), 0.0, *_STEPS)
@@ -39,7 +39,7 @@ LATENCY = Histogram(
     "http_request_duration_seconds",
     "HTTP request latency by method and route.",
     ["method", "path"],
-    buckets=LATENCY_BUCKETS,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 PREDICTED_CLASSES = Counter(
     "predictions_total", "Predicted classes, by model version.", ["model_version", "label"]
@@ -81,13 +81,13 @@ def observe_predictions(version: str, predictions: Sequence[str | int | float], 
             values.observe(float(value))
 
 
-def render() -> tuple[bytes, str]:
-    """The exposition text and its content type."""
+def render() -> Response:
+    """The /metrics answer."""
     registry = REGISTRY
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 class MetricsMiddleware:

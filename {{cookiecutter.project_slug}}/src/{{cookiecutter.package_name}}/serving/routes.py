@@ -49,13 +49,13 @@ REFUSED: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/health", response_model=HealthResponse)
+@router.get("/health")
 async def health() -> HealthResponse:
     """Liveness: the process answers."""
     return HealthResponse(status="ok")
 
 
-@router.get("/ready", response_model=ReadyResponse, responses=NOT_READY)
+@router.get("/ready", responses=NOT_READY)
 async def ready(predictor: LoggingPredictorDep) -> ReadyResponse:
     """Readiness: the model is loaded; `prediction_log` is "degraded" while rows do not reach
     its database (they wait in the spool; 503 instead with prediction_log.mode fail_closed)."""
@@ -66,7 +66,7 @@ async def ready(predictor: LoggingPredictorDep) -> ReadyResponse:
     )
 
 
-@router.get("/metadata", response_model=MetadataResponse, responses=NOT_READY)
+@router.get("/metadata", responses=NOT_READY)
 async def metadata(predictor: PredictorDep) -> MetadataResponse:
     """The served model: name, version, holdout metrics and feature schema."""
     bundle, challenger = predictor.champion.bundle, predictor.challenger
@@ -105,7 +105,7 @@ async def predict(
     return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
 
 
-@router.post("/feedback", response_model=FeedbackResponse, dependencies=WRITE, responses=REFUSED)
+@router.post("/feedback", dependencies=WRITE, responses=REFUSED)
 async def feedback(predictor: PredictorDep, labels: Labels) -> FeedbackResponse:
     """The true values of logged predictions, for live quality in `make monitor`. Sending the
     same item again changes nothing; each item that is not stored is listed with why."""
@@ -122,8 +122,7 @@ async def feedback(predictor: PredictorDep, labels: Labels) -> FeedbackResponse:
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
     """Prometheus metrics."""
-    content, media_type = render()
-    return Response(content, media_type=media_type)
+    return render()
 
 
 @router.get("/docs", include_in_schema=False)

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import GenericAlias
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
 from ..schema import MAX_LISTED_CATEGORIES, Feature, Schema
@@ -53,17 +55,23 @@ def describe(feature: Feature) -> str:
     return text + (" Null when missing." if feature.nullable else " Required, not null.")
 
 
-def instance_model(schema: Schema) -> type[BaseModel]:
-    """One field per feature, typed from the schema; unknown keys are refused.
+def request_model(
+    schema: Schema, max_batch_size: int, sample: Path | None = None
+) -> type[BaseModel]:
+    """`{"instances": [row, ...]}` with 1 to `max_batch_size` rows. A row has one field per
+    feature, typed from the schema, and refuses unknown keys; fields are named by alias, so any
+    column name works (spaces, keywords, `model_...`).
 
-    Fields are named by alias, so any column name works (spaces, keywords, `model_...`)."""
+    Its example in /docs is the first row of `sample` (sample_request.json, held-out rows `make
+    train` writes next to the bundle) when it is valid; else each feature's own example, which
+    together may make a row that never occurs."""
     fields: dict[str, Any] = {}
     for i, feature in enumerate(schema.features):
         annotation = FEATURE_TYPES[feature.dtype]
         if feature.nullable:
             annotation = annotation | None
-        description, example = describe(feature), example_value(feature)
-        field = Field(alias=feature.name, description=description, examples=[example])
+        examples = [example_value(feature)]
+        field = Field(alias=feature.name, description=describe(feature), examples=examples)
         fields[f"feature_{i}"] = (annotation, field)
     for i, other in enumerate(schema.others):
         description = (
@@ -75,44 +83,24 @@ def instance_model(schema: Schema) -> type[BaseModel]:
             Field(None, alias=other.name, description=description),
         )
     config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    model: type[BaseModel] = create_model("Instance", __config__=config, **fields)
-    return model
-
-
-def request_model(
-    schema: Schema, max_batch_size: int, sample: dict[str, Any] | None = None
-) -> type[BaseModel]:
-    """`{"instances": [row, ...]}` with 1 to `max_batch_size` rows. Its example in /docs is
-    `sample`, a real row, when it is valid; else each feature's own example, which together may
-    make a row that never occurs."""
-    instance = instance_model(schema)
+    instance = create_model("Instance", __config__=config, **fields)
     try:
-        instance.model_validate(sample)
-        example = sample
-    except ValidationError:
+        example: Any = json.loads(sample.read_text())["instances"][0] if sample else None
+        instance.model_validate(example)
+    except (OSError, ValueError, LookupError, TypeError):  # pydantic's ValidationError included
         example = {f.name: example_value(f) for f in schema.features}
     config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"instances": [example]}]})
     rows: Any = GenericAlias(list, instance)  # list[Instance]
+    description = f"Rows to score, 1 to {max_batch_size} (serving.max_batch_size)."
+    limits = Field(min_length=1, max_length=max_batch_size, description=description)
     model: type[BaseModel] = create_model(
-        "PredictRequest",
-        __config__=config,
-        instances=(
-            rows,
-            Field(
-                min_length=1,
-                max_length=max_batch_size,
-                description=f"Rows to score, 1 to {max_batch_size} (serving.max_batch_size).",
-            ),
-        ),
+        "PredictRequest", __config__=config, instances=(rows, limits)
     )
     return model
 
 
-Label = str | int | float
-
-
 class PredictResponse(BaseModel):
-    predictions: list[Label] = Field(
+    predictions: list[str | int | float] = Field(
         description="One per instance, in order: the class (classification) or the value."
     )
     model_version: str = Field(description="Registry version of the model that answered.")

@@ -18,7 +18,7 @@ import signal
 import socket
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -29,7 +29,6 @@ from ..errors import UserError
 from ..logging_config import UVICORN_LOG_CONFIG
 
 log = logging.getLogger(__name__)
-APP_FACTORY = f"{__package__}.app:create_app"
 # Then open requests are cancelled, and the prediction log gets writer.CLOSE_SECONDS to write
 # what is queued: the whole stop fits in 25 s, below Kubernetes' default grace of 30 s.
 GRACEFUL_SHUTDOWN_SECONDS = 15
@@ -67,7 +66,7 @@ def run(
     # OpenMP's own threads (HistGradientBoosting) would only fight them for the cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     config = uvicorn.Config(
-        APP_FACTORY,
+        f"{__package__}.app:create_app",
         factory=True,
         host=host,
         port=port,
@@ -78,8 +77,16 @@ def run(
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_worker_healthcheck=WORKER_START_SECONDS,
     )
-    with _shared_metrics() if workers > 1 else nullcontext():
-        supervise(config)
+    if workers == 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        supervise(config)  # one worker keeps its metrics in memory
+        return
+    # Several workers share a fresh directory for their metrics (prometheus.py).
+    with tempfile.TemporaryDirectory(prefix="prometheus-") as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        try:
+            supervise(config)
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def supervise(config: uvicorn.Config) -> None:
@@ -159,18 +166,3 @@ def _check_can_listen(host: str, port: int) -> None:
                 f"cannot listen on {host}:{port} ({exc.strerror}): use a host of this machine "
                 "(127.0.0.1, or 0.0.0.0 for every network interface) and a port above 1023."
             ) from None
-
-
-@contextmanager
-def _shared_metrics() -> Iterator[None]:
-    """Workers write their metrics to one fresh directory that /metrics adds up, so counts
-    survive a worker's restart and cover every worker (one worker keeps them in memory)."""
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        yield
-        return
-    with tempfile.TemporaryDirectory(prefix="prometheus-") as directory:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-        try:
-            yield
-        finally:
-            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
