@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -79,7 +80,8 @@ def reason_to_keep(
     metric = primary_metric(schema.task)
     try:
         champion_model = mlflow.sklearn.load_model(f"models:/{champion.name}/{champion.version}")
-        trained_on = _trained_on(champion.run_id)
+        rows_file = _logged(champion.run_id, TRAIN_ROWS)  # None: a run that logged no rows
+        trained_on = np.load(rows_file) if rows_file else []
         fresh = split.test[~np.isin(row_hashes(split.test, schema), trained_on)]
         if len(fresh) < MIN_COMPARE_ROWS:
             return (
@@ -101,13 +103,10 @@ def reason_to_keep(
 
 def schema_changes(run_id: str, schema: Schema) -> str:
     """The features added, removed or retyped since the schema a run logged ("" for none)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        logged = Schema.from_dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/schema.json"))
-    except (MlflowException, OSError):
+    path = _logged(run_id, "schema.json")
+    if path is None:
         return ""  # a run that logged no schema
+    logged = Schema.load(path)
     old = {f.name: f"{f.kind} {f.dtype}" for f in logged.features}
     new = {f.name: f"{f.kind} {f.dtype}" for f in schema.features}
     changes = {
@@ -124,17 +123,15 @@ def row_hashes(frame: pd.DataFrame, schema: Schema) -> np.ndarray[Any, Any]:
     return np.asarray(pd.util.hash_pandas_object(frame[columns], index=False))
 
 
-def _trained_on(run_id: str) -> np.ndarray[Any, Any]:
-    """The row hashes a run logged for its training rows (none for runs that logged none)."""
+def _logged(run_id: str, artifact: str) -> Path | None:
+    """A file the run logged, downloaded; None when it logged no such file."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TRAIN_ROWS)
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact))
     except (MlflowException, OSError):
-        return np.array([], dtype=np.uint64)
-    hashes: np.ndarray[Any, Any] = np.load(path)
-    return hashes
+        return None
 
 
 def compute_metrics(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
