@@ -4,11 +4,9 @@
     @challenger          a newer model that did not beat the champion; models/challenger/
     @previous-champion   the champion before this one: what `make rollback` brings back
 
-A model on other features than the champion's is never compared with it, only registered as the
-challenger: someone checks the change, then runs `make promote`. Every change of champion is
-appended to the registered model's tag `champion_history` (a JSON list of versions), so a
-rollback can go back more than one step and the MLflow UI shows the history next to the aliases.
-models/ and promote and rollback are lifecycle.py.
+Every change of champion is appended to the registered model's tag `champion_history` (a JSON
+list of versions), so a rollback can go back more than one step and the MLflow UI shows the
+history next to the aliases. models/ and promote and rollback are lifecycle.py.
 """
 
 from __future__ import annotations
@@ -154,10 +152,10 @@ def register(settings: Settings, best: Candidate, split: Split, schema: Schema) 
     it on test rows that neither of them was trained on, else `@challenger` (to try live)."""
     client, name = MlflowClient(), settings.model.registered_name
     version = str(mlflow.register_model(best.model_uri, name).version)
-    champion, keep = version_by_alias(client, name, CHAMPION), None
-    if champion is not None:
-        keep = reason_to_keep(champion, best.model, best.evaluation.metrics, split, schema)
-    if champion is not None and keep is not None:
+    champion = version_by_alias(client, name, CHAMPION)
+    if champion is not None and (
+        keep := reason_to_keep(champion, best.model, best.evaluation.metrics, split, schema)
+    ):
         client.set_registered_model_alias(name, CHALLENGER, version)
         log.info(
             "Candidate v%s: %s Champion v%s stays; v%s is @%s.",
@@ -197,15 +195,8 @@ def crown(client: MlflowClient, name: str, version: str) -> None:
     current = version_by_alias(client, name, CHAMPION)
     if current is not None and str(current.version) not in versions:
         versions.append(str(current.version))  # a champion from before the history was kept
-    _write(client, name, [*versions, version])
+    write_history(client, name, [*versions, version])
     remove_alias(client, name, CHALLENGER)
-
-
-def step_back(client: MlflowClient, name: str) -> None:
-    """Give @champion back to the previous champion (the history must hold one)."""
-    versions = history(client, name)
-    client.set_model_version_tag(name, versions.pop(), "rolled_back", "true")
-    _write(client, name, versions)
 
 
 def remove_alias(client: MlflowClient, name: str, alias: str) -> None:
@@ -213,7 +204,7 @@ def remove_alias(client: MlflowClient, name: str, alias: str) -> None:
         client.delete_registered_model_alias(name, alias)
 
 
-def _write(client: MlflowClient, name: str, versions: list[str]) -> None:
+def write_history(client: MlflowClient, name: str, versions: list[str]) -> None:
     """Record the history and point @champion and @previous-champion at its last two."""
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(versions))
     client.set_registered_model_alias(name, CHAMPION, versions[-1])
