@@ -46,9 +46,8 @@ def export_bundle(
     settings: Settings, training: registry.Training, promotion: registry.Promotion
 ) -> Path:
     """Write the run's best model to models/ (a new champion, with its model card) or else to
-    models/challenger/, with a sample request and its plots; with serving.runtime onnx, also as
-    ONNX checked against the pipeline on the test rows (its parity figures go into
-    metadata.json). A copy of the files is kept with the model's run, to restore them from."""
+    models/challenger/, with a sample request and its plots, and a copy to the model's run; with
+    serving.runtime onnx, also as ONNX checked against the pipeline on the test rows."""
     best, schema, test = training.best, training.schema, training.split.test
     directory = settings.bundle_dir if promotion.promoted else settings.challenger_dir
     _clear(directory)

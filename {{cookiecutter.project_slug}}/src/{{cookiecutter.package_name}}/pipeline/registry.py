@@ -116,12 +116,8 @@ def log_run(
                 **candidate.params,
             }
         )
-        mlflow.log_metrics(
-            {
-                f"cv_{candidate.cv_scoring}": candidate.cv_score,
-                **{f"test_{k}": v for k, v in candidate.evaluation.metrics.items()},
-            }
-        )
+        mlflow.log_metric(f"cv_{candidate.cv_scoring}", candidate.cv_score)
+        mlflow.log_metrics({f"test_{k}": v for k, v in candidate.evaluation.metrics.items()})
         for context, frame in (("training", split.train), ("test", split.test)):
             dataset = from_pandas(  # the UI shows source, rows and a digest
                 frame[[*schema.names, schema.target]],

@@ -101,8 +101,7 @@ def fit(settings: Settings) -> Training:
 
 
 def gate(settings: Settings, training: Training) -> Promotion:
-    """Register the best candidate (registry.py): @champion only if it beats the current one on
-    test rows neither was trained on, else @challenger."""
+    """Register the best candidate as @champion or @challenger (registry.register)."""
     start_tracking(settings)
     return register(settings, training.best, training.split, training.schema)
 
