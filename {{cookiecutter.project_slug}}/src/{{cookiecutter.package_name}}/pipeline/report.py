@@ -92,7 +92,7 @@ def results_section(
 ) -> str:
     """Markdown between the markers: the problem, the data, the model against a trivial one."""
     schema, split, best = training.schema, training.split, training.best
-    models_dir = settings.bundle_dir
+    models = settings.bundle_dir.as_posix()
     source = mask_url(settings.data.source)
     lines = []
     if source.startswith("builtin:"):
@@ -119,13 +119,9 @@ def results_section(
         + ", ".join(f"`{name}` {score:.3f}" for name, score in features)
         + ".",
         "",
-        *(
-            f"![{Path(p).stem}]({models_dir.as_posix()}/{p})"
-            for p in sorted(best.evaluation.figures)
-        ),
+        *(f"![{Path(p).stem}]({models}/{p})" for p in sorted(best.evaluation.figures)),
         "",
-        f"How it was chosen, all candidates and limitations: [model card]"
-        f"({models_dir.as_posix()}/model_card.md).",
+        f"How it was chosen, all candidates and limitations: [model card]({models}/model_card.md).",
     ]
     return "\n".join(lines)
 
