@@ -1,6 +1,7 @@
 """ONNX export: every task x family converts and answers like the pipeline, on messy rows."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import onnxruntime as ort
@@ -113,4 +114,4 @@ def test_a_model_that_answers_differently_fails_the_export(
 
 def test_parity_figures_are_plain_json() -> None:
     parity = Parity(rows=10, max_abs_diff=1e-7, tolerance=1e-4, label_agreement=1.0)
-    assert json.loads(json.dumps(parity.to_dict()))["rows"] == 10
+    assert json.loads(json.dumps(asdict(parity)))["rows"] == 10

@@ -31,10 +31,6 @@ class Decision:
     role: str  # numeric | categorical | id | date | text | dropped | target
     reason: str
 
-    @property
-    def is_feature(self) -> bool:
-        return self.role in ("numeric", "categorical")
-
 
 def mostly_numbers(column: pd.Series) -> tuple[pd.Series, pd.Series] | None:
     """A text column whose non-blank values are numbers but for at most 5% ("?", "n/a"): the
@@ -127,9 +123,3 @@ def _looks_like_dates(text: pd.Series) -> bool:
         warnings.simplefilter("ignore")
         parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
     return bool(parsed.notna().mean() >= DATE_SHARE)
-
-
-def table(decisions: list[Decision]) -> str:
-    """The decisions as an aligned text table, for the log of `make data`."""
-    width = max(len(d.name) for d in decisions)
-    return "\n".join(f"  {d.name:<{width}}  {d.role:<11}  {d.reason}" for d in decisions)

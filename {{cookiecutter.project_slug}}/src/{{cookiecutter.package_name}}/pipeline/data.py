@@ -210,10 +210,11 @@ def infer_schema(df: pd.DataFrame, settings: Settings) -> Schema:
         decisions = columns.decide(df, cfg.target, cfg.id_columns, cfg.drop_columns)
     except ValueError as exc:
         raise DataError(f"data.id_columns / data.drop_columns name columns {exc}.") from None
+    width = max(len(d.name) for d in decisions)
     log.info(
         "Columns of %s (override in config.yaml: data.id_columns, data.drop_columns):\n%s",
         cfg.source,
-        columns.table(decisions),
+        "\n".join(f"  {d.name:<{width}}  {d.role:<11}  {d.reason}" for d in decisions),
     )
     for decision in decisions:
         if decision.role == "text":
@@ -221,7 +222,7 @@ def infer_schema(df: pd.DataFrame, settings: Settings) -> Schema:
     others = tuple(
         OtherColumn(d.name, d.role, d.reason)
         for d in decisions
-        if not d.is_feature and d.role != "target"
+        if d.role not in ("numeric", "categorical", "target")
     )
     if len(others) + 1 == len(decisions):
         raise DataError("No column is left as a feature: check data.drop_columns and the log.")

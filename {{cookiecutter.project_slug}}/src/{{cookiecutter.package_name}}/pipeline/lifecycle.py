@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -28,7 +29,8 @@ from ..bundle import METADATA_FILE, save_bundle
 from ..config import Settings
 from ..errors import UserError
 from . import registry
-from .onnx_export import Parity, export_onnx
+from .onnx_export import export_onnx
+from .report import write_model_card
 
 log = logging.getLogger(__name__)
 RUN_FOLDER = "bundle"  # where a model's run keeps a copy of its exported files
@@ -41,12 +43,13 @@ class LifecycleError(UserError):
 
 
 def export_bundle(
-    settings: Settings, training: registry.Training, promotion: registry.Promotion, directory: Path
-) -> Parity | None:
-    """Write the run's best model to `directory` with a sample request and its plots; with
-    serving.runtime onnx, also as ONNX checked against the pipeline on the test rows (its
-    parity figures go into metadata.json and are returned for the model card)."""
+    settings: Settings, training: registry.Training, promotion: registry.Promotion
+) -> Path:
+    """Write the run's best model to models/ (a new champion, with its model card) or else to
+    models/challenger/, with a sample request and its plots, and a copy to the model's run; with
+    serving.runtime onnx, also as ONNX checked against the pipeline on the test rows."""
     best, schema, test = training.best, training.schema, training.split.test
+    directory = settings.bundle_dir if promotion.promoted else settings.challenger_dir
     _clear(directory)
     onnx_model, parity = None, None
     if settings.serving.runtime == "onnx":
@@ -62,24 +65,21 @@ def export_bundle(
         onnx_model=onnx_model,
         extra={
             "model_family": settings.model.family,
-            "onnx_parity": None if parity is None else parity.to_dict(),
+            "onnx_parity": None if parity is None else asdict(parity),
         },
     )
     sample = json.loads(test[schema.names].head(5).to_json(orient="records"))
     (directory / "sample_request.json").write_text(json.dumps({"instances": sample}, indent=2))
     for file_name, figure in best.evaluation.figures.items():
         figure.savefig(directory / file_name, dpi=100, bbox_inches="tight")
-    log.info("Exported %s v%s to %s/", settings.model.registered_name, promotion.version, directory)
-    return parity
-
-
-def store_with_run(directory: Path, run_id: str) -> None:
-    """Keep a copy of the exported files with the model's run, to restore them from later (only
-    the files: models/challenger/ belongs to another run)."""
+    if promotion.promoted:
+        write_model_card(directory / "model_card.md", settings, training, promotion, parity)
     client = MlflowClient()
     for path in sorted(directory.iterdir()):
-        if path.is_file():
-            client.log_artifact(run_id, str(path), RUN_FOLDER)
+        if path.is_file():  # only the files: models/challenger/ belongs to another run
+            client.log_artifact(best.run_id, str(path), RUN_FOLDER)
+    log.info("Exported %s v%s to %s/", settings.model.registered_name, promotion.version, directory)
+    return directory
 
 
 def restore(directory: Path, version: str, run_id: str) -> bool:
@@ -144,7 +144,8 @@ def rollback(settings: Settings) -> str:
             f"{', '.join(versions) or 'none'})."
         )
     _restore_or_fail(settings, versions[-2], client.get_model_version(name, versions[-2]).run_id)
-    registry.step_back(client, name)
+    client.set_model_version_tag(name, versions[-1], "rolled_back", "true")
+    registry.write_history(client, name, versions[:-1])
     log.info("Rolled back: v%s left, v%s is @champion again.", versions[-1], versions[-2])
     _reload_hint(settings, versions[-2])
     return versions[-2]

@@ -10,7 +10,7 @@ import copy
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,9 +45,6 @@ class Parity:
     label_agreement: float | None = None  # classifiers: share of rows with the same label
     label_ties: int = 0  # rows whose labels differ because the top two probabilities tie
     label_mismatches: int = 0  # rows whose labels differ without a tie: fails the export
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def export_onnx(model: Pipeline, schema: Schema, test: pd.DataFrame) -> tuple[bytes, Parity]:

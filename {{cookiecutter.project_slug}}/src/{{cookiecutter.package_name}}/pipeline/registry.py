@@ -4,11 +4,9 @@
     @challenger          a newer model that did not beat the champion; models/challenger/
     @previous-champion   the champion before this one: what `make rollback` brings back
 
-A model on other features than the champion's is never compared with it, only registered as the
-challenger: someone checks the change, then runs `make promote`. Every change of champion is
-appended to the registered model's tag `champion_history` (a JSON list of versions), so a
-rollback can go back more than one step and the MLflow UI shows the history next to the aliases.
-models/ and promote and rollback are lifecycle.py.
+Every change of champion is appended to the registered model's tag `champion_history` (a JSON
+list of versions), so a rollback can go back more than one step and the MLflow UI shows the
+history next to the aliases. models/ and promote and rollback are lifecycle.py.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
@@ -35,15 +34,19 @@ from skops import io as sio
 
 from ..config import Settings
 from ..errors import mask_url
+from ..metrics import is_better, primary_metric
 from ..processed import Split
 from ..schema import Schema
-from .evaluate import TRAIN_ROWS, Evaluation, reason_to_keep, row_hashes
+from .evaluate import Evaluation, compute_metrics
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous-champion"
 HISTORY_TAG = "champion_history"
+MIN_COMPARE_ROWS = 20  # fewer unseen test rows than this: no fair comparison with the champion
+TRAIN_ROWS = "train_rows.npy"  # the row hashes of a run's training rows, logged with it
+PROMOTE_HINT = "check it, then run `make promote` to make this model the champion"
 
 
 @dataclass
@@ -118,12 +121,8 @@ def log_run(
                 **candidate.params,
             }
         )
-        mlflow.log_metrics(
-            {
-                f"cv_{candidate.cv_scoring}": candidate.cv_score,
-                **{f"test_{k}": v for k, v in candidate.evaluation.metrics.items()},
-            }
-        )
+        mlflow.log_metric(f"cv_{candidate.cv_scoring}", candidate.cv_score)
+        mlflow.log_metrics({f"test_{k}": v for k, v in candidate.evaluation.metrics.items()})
         for context, frame in (("training", split.train), ("test", split.test)):
             dataset = from_pandas(  # the UI shows source, rows and a digest
                 frame[[*schema.names, schema.target]],
@@ -150,14 +149,14 @@ def log_run(
 
 
 def register(settings: Settings, best: Candidate, split: Split, schema: Schema) -> Promotion:
-    """Register `best`; it becomes `@champion` only if it has the champion's features and beats
-    it on test rows that neither of them was trained on, else `@challenger` (to try live)."""
+    """Register `best` as `@champion`, or as `@challenger` (to try live) when `reason_to_keep`
+    finds a reason for the champion to stay."""
     client, name = MlflowClient(), settings.model.registered_name
     version = str(mlflow.register_model(best.model_uri, name).version)
-    champion, keep = version_by_alias(client, name, CHAMPION), None
-    if champion is not None:
-        keep = reason_to_keep(champion, best.model, best.evaluation.metrics, split, schema)
-    if champion is not None and keep is not None:
+    champion = version_by_alias(client, name, CHAMPION)
+    if champion is not None and (
+        keep := reason_to_keep(champion, best.model, best.evaluation.metrics, split, schema)
+    ):
         client.set_registered_model_alias(name, CHALLENGER, version)
         log.info(
             "Candidate v%s: %s Champion v%s stays; v%s is @%s.",
@@ -168,6 +167,69 @@ def register(settings: Settings, best: Candidate, split: Split, schema: Schema) 
     reason = "first model" if champion is None else f"replaces v{champion.version}"
     log.info("Model %s v%s is now @%s (%s).", name, version, CHAMPION, reason)
     return Promotion(version, True, version, best.run_id, reason)
+
+
+def reason_to_keep(
+    champion: Any, model: Pipeline, metrics: dict[str, float], split: Split, schema: Schema
+) -> str | None:
+    """Why the champion (an MLflow model version) stays, or None when `model` should replace it.
+    A model on other features is not compared with it: someone checks the change first. Else
+    both are scored on the test rows the champion was not trained on (all unless the data
+    changed)."""
+    if changes := schema_changes(champion.run_id, schema):
+        return f"The feature schema changed since v{champion.version} ({changes}): {PROMOTE_HINT}."
+    metric = primary_metric(schema.task)
+    try:
+        champion_model = mlflow.sklearn.load_model(f"models:/{champion.name}/{champion.version}")
+        rows_file = _logged(champion.run_id, TRAIN_ROWS)  # None: a run that logged no rows
+        trained_on = np.load(rows_file) if rows_file else []
+        fresh = split.test[~np.isin(row_hashes(split.test, schema), trained_on)]
+        if len(fresh) < MIN_COMPARE_ROWS:
+            return (
+                f"only {len(fresh)} of the {len(split.test)} test rows are new to the champion, "
+                f"too few (< {MIN_COMPARE_ROWS}) to compare them fairly: the data changed."
+            )
+        X, y = schema.model_input(fresh), fresh[schema.target]
+        old = compute_metrics(schema.task, champion_model, X, y)[metric]
+    except (KeyError, ValueError) as exc:
+        return (
+            f"Champion v{champion.version} cannot score the current data ({exc}): {PROMOTE_HINT}."
+        )
+    fair = len(fresh) == len(split.test)
+    new = metrics[metric] if fair else compute_metrics(schema.task, model, X, y)[metric]
+    if is_better(schema.task, new, old):
+        return None
+    return f"{metric}={new:.4f} does not beat the champion's {old:.4f} on {len(fresh)} test rows."
+
+
+def schema_changes(run_id: str, schema: Schema) -> str:
+    """The features added, removed or retyped since the schema a run logged ("" for none)."""
+    path = _logged(run_id, "schema.json")
+    if path is None:
+        return ""  # a run that logged no schema
+    logged = Schema.load(path)
+    old = {f.name: f"{f.kind} {f.dtype}" for f in logged.features}
+    new = {f.name: f"{f.kind} {f.dtype}" for f in schema.features}
+    changes = {
+        "added": [name for name in new if name not in old],
+        "removed": [name for name in old if name not in new],
+        "retyped": [f"{n} ({old[n]} -> {new[n]})" for n in new if old.get(n, new[n]) != new[n]],
+    }
+    return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in changes.items() if names)
+
+
+def row_hashes(frame: pd.DataFrame, schema: Schema) -> np.ndarray[Any, Any]:
+    """One hash per row of features and target, to tell which rows a model was trained on."""
+    columns = sorted([*schema.names, schema.target])
+    return np.asarray(pd.util.hash_pandas_object(frame[columns], index=False))
+
+
+def _logged(run_id: str, artifact: str) -> Path | None:
+    """A file the run logged, downloaded; None when it logged no such file."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact))
+    except (MlflowException, OSError):
+        return None
 
 
 def _pip_requirements() -> list[str]:
@@ -197,15 +259,8 @@ def crown(client: MlflowClient, name: str, version: str) -> None:
     current = version_by_alias(client, name, CHAMPION)
     if current is not None and str(current.version) not in versions:
         versions.append(str(current.version))  # a champion from before the history was kept
-    _write(client, name, [*versions, version])
+    write_history(client, name, [*versions, version])
     remove_alias(client, name, CHALLENGER)
-
-
-def step_back(client: MlflowClient, name: str) -> None:
-    """Give @champion back to the previous champion (the history must hold one)."""
-    versions = history(client, name)
-    client.set_model_version_tag(name, versions.pop(), "rolled_back", "true")
-    _write(client, name, versions)
 
 
 def remove_alias(client: MlflowClient, name: str, alias: str) -> None:
@@ -213,7 +268,7 @@ def remove_alias(client: MlflowClient, name: str, alias: str) -> None:
         client.delete_registered_model_alias(name, alias)
 
 
-def _write(client: MlflowClient, name: str, versions: list[str]) -> None:
+def write_history(client: MlflowClient, name: str, versions: list[str]) -> None:
     """Record the history and point @champion and @previous-champion at its last two."""
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(versions))
     client.set_registered_model_alias(name, CHAMPION, versions[-1])

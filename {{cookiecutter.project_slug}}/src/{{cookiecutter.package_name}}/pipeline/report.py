@@ -88,10 +88,11 @@ def write_model_card(
 
 
 def results_section(
-    settings: Settings, training: Training, promotion: Promotion, models_dir: Path, scoring: str
+    settings: Settings, training: Training, promotion: Promotion, scoring: str
 ) -> str:
     """Markdown between the markers: the problem, the data, the model against a trivial one."""
     schema, split, best = training.schema, training.split, training.best
+    models = settings.bundle_dir.as_posix()
     source = mask_url(settings.data.source)
     lines = []
     if source.startswith("builtin:"):
@@ -118,13 +119,9 @@ def results_section(
         + ", ".join(f"`{name}` {score:.3f}" for name, score in features)
         + ".",
         "",
-        *(
-            f"![{Path(p).stem}]({models_dir.as_posix()}/{p})"
-            for p in sorted(best.evaluation.figures)
-        ),
+        *(f"![{Path(p).stem}]({models}/{p})" for p in sorted(best.evaluation.figures)),
         "",
-        f"How it was chosen, all candidates and limitations: [model card]"
-        f"({models_dir.as_posix()}/model_card.md).",
+        f"How it was chosen, all candidates and limitations: [model card]({models}/model_card.md).",
     ]
     return "\n".join(lines)
 
@@ -141,17 +138,21 @@ def main_features(training: Training, scoring: str, seed: int) -> list[tuple[str
     return [(name, float(score)) for name, score in ranked[:TOP_FEATURES]]
 
 
-def write_results(readme: Path, section: str) -> bool:
-    """Replace the text between the markers; False (and a log line) when there are none."""
+def write_results(
+    settings: Settings, training: Training, promotion: Promotion, scoring: str
+) -> None:
+    """Replace the text between the markers in README.md (none: a log line)."""
+    readme = Path("README.md")
     if not readme.is_file():
-        return False
+        return
     text = readme.read_text(encoding="utf-8")
     start, end = text.find(START), text.find(END)
     if start < 0 or end < start:
         log.info("No %s ... %s markers in %s: results not written there.", START, END, readme)
-        return False
+        return
+    section = results_section(settings, training, promotion, scoring)
     readme.write_text(text[: start + len(START)] + "\n" + section + "\n" + text[end:])
-    return True
+    log.info("README.md: the Results section now shows v%s.", promotion.version)
 
 
 def _serving(parity: Parity | None) -> list[str]:

@@ -1,12 +1,5 @@
 """Train stage: fit the candidates, gate the best against the champion, export the outcome.
 
-    fit      a baseline and a tuned candidate, chosen between by cross-validation on the training
-             rows only (the same folds for both); each is an MLflow run
-    gate     the best is registered; it becomes @champion only if it beats the champion on test
-             rows neither was trained on, else @challenger (registry.py)
-    export   a new champion to models/ (with its model card and the README's Results), a
-             challenger to models/challenger/, for the service to try on live traffic
-
 The test rows are used once per model, to report its metrics and to compare it with the champion.
 The orchestrator runs the three steps as tasks; `make train` runs them in a row.
 """
@@ -37,9 +30,9 @@ from ..processed import read_split
 from ..schema import Schema
 from .evaluate import clearly_better, evaluate, trivial_metrics
 from .features import build_pipeline
-from .lifecycle import export_bundle, remove_challenger, restore, store_with_run
+from .lifecycle import export_bundle, remove_challenger, restore
 from .registry import Candidate, Promotion, Training, log_run, register, start_tracking
-from .report import results_section, write_model_card, write_results
+from .report import write_results
 
 log = logging.getLogger(__name__)
 # Each task's primary metric as scikit-learn scores it: errors negated, so that higher is better.
@@ -86,7 +79,7 @@ def fit(settings: Settings) -> Training:
     with threadpool_limits(limits=training_threads(len(X), len(schema.names))):
         cv = cross_validation(settings, schema, X, y)
         baseline = cv.score(build_pipeline(schema, family, seed))
-        tuned, tuned_score = tune(settings, schema, cv)
+        tuned, tuned_score = tune(settings, schema, cv) or ({}, baseline)
         for name, params, score in [("baseline", {}, baseline), ("tuned", tuned, tuned_score)]:
             model = build_pipeline(schema, family, seed, params).fit(X, y)
             evaluation = evaluate(schema.task, model, X_test, y_test)
@@ -108,7 +101,7 @@ def fit(settings: Settings) -> Training:
 
 
 def gate(settings: Settings, training: Training) -> Promotion:
-    """Register the best candidate: the champion only if it beats the current one."""
+    """Register the best candidate as @champion or @challenger (registry.register)."""
     start_tracking(settings)
     return register(settings, training.best, training.split, training.schema)
 
@@ -120,22 +113,14 @@ def export(settings: Settings, training: Training, promotion: Promotion) -> Path
     if not promotion.promoted:
         if not restore(settings.bundle_dir, promotion.champion_version, promotion.champion_run_id):
             log.warning("Retrain the champion or move @champion (make mlflow-ui) to fix models/.")
-        export_bundle(settings, training, promotion, settings.challenger_dir)
-        store_with_run(settings.challenger_dir, training.best.run_id)
+        directory = export_bundle(settings, training, promotion)
         log.info(
             "Challenger v%s is in %s/: try it with serving.rollout shadow or canary.",
-            *(promotion.version, settings.challenger_dir),
+            *(promotion.version, directory),
         )
-        return settings.challenger_dir
-    directory = settings.bundle_dir
-    parity = export_bundle(settings, training, promotion, directory)
-    write_model_card(directory / "model_card.md", settings, training, promotion, parity)
-    store_with_run(directory, training.best.run_id)
-    section = results_section(
-        settings, training, promotion, directory, CV_SCORING[training.schema.task]
-    )
-    if write_results(Path("README.md"), section):
-        log.info("README.md: the Results section now shows v%s.", promotion.version)
+        return directory
+    directory = export_bundle(settings, training, promotion)
+    write_results(settings, training, promotion, CV_SCORING[training.schema.task])
     remove_challenger(settings)
     return directory
 
@@ -156,13 +141,16 @@ def cross_validation(
     return CrossValidation(X, y, folds, schema.task)
 
 
-def tune(settings: Settings, schema: Schema, cv: CrossValidation) -> tuple[dict[str, Any], float]:
-    """Randomized search over `model.search_space`: the best parameters and their CV score."""
+def tune(
+    settings: Settings, schema: Schema, cv: CrossValidation
+) -> tuple[dict[str, Any], float] | None:
+    """Randomized search over `model.search_space`: the best parameters and their CV score;
+    None without a search space (the tuned candidate is then the baseline again)."""
     family, seed, metric = settings.model.family, settings.random_state, primary_metric(cv.task)
     space = settings.model.search_space.get(family, {})
     if not space:
         log.info("No search space for %s: the tuned candidate uses defaults.", family)
-        return {}, cv.score(build_pipeline(schema, family, seed))
+        return None
     sampler = list(ParameterSampler(space, n_iter=settings.model.n_iter, random_state=seed))
     scored = []
     for i, params in enumerate(sampler, start=1):
