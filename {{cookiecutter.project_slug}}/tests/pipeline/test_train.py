@@ -12,7 +12,7 @@ from conftest import make_frame
 from {{ cookiecutter.package_name }}.bundle import load_bundle
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.metrics import HIGHER_IS_BETTER, PRIMARY, primary_metric
-from {{ cookiecutter.package_name }}.pipeline import registry as registry_module
+from {{ cookiecutter.package_name }}.pipeline import evaluate as evaluate_module
 from {{ cookiecutter.package_name }}.pipeline import train as train_module
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
 from {{ cookiecutter.package_name }}.pipeline.evaluate import Evaluation
@@ -118,14 +118,14 @@ def test_a_losing_retrain_leaves_models_byte_identical_and_becomes_the_challenge
 ) -> None:
     before = bundle_files(trained.bundle_dir)
     calls: list[int] = []
-    real = registry_module.compute_metrics
+    real = evaluate_module.compute_metrics
 
     def counting(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:
         calls.append(len(X))
         return real(task, model, X, y)
 
     training = train_module.fit(trained)
-    monkeypatch.setattr(registry_module, "compute_metrics", counting)
+    monkeypatch.setattr(evaluate_module, "compute_metrics", counting)
     promotion = train_module.gate(trained, training)
     train_module.export(trained, training, promotion)
 

@@ -1,13 +1,15 @@
 """How good a fitted pipeline is on held-out rows: its metrics and plots, against a model that
-ignores the features."""
+ignores the features, and against the champion (does it replace it?)."""
 
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 from sklearn.dummy import DummyClassifier, DummyRegressor
@@ -15,8 +17,9 @@ from sklearn.pipeline import Pipeline
 
 from ..bundle import load_bundle
 from ..config import Settings
-from ..metrics import scores
-from ..processed import read_split
+from ..metrics import is_better, primary_metric, scores
+from ..processed import Split, read_split
+from ..schema import Schema
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -26,6 +29,9 @@ log = logging.getLogger(__name__)
 
 AUC_MARGIN = 0.1  # a model "clearly better" than ignoring the features: AUC 0.6 or more
 RMSE_MARGIN = 0.05
+MIN_COMPARE_ROWS = 20  # fewer unseen test rows than this: no fair comparison with the champion
+TRAIN_ROWS = "train_rows.npy"  # the row hashes of a run's training rows, logged with it
+PROMOTE_HINT = "check it, then run `make promote` to make this model the champion"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,74 @@ def clearly_better(task: str, metrics: dict[str, float], trivial: dict[str, floa
         auc = "roc_auc" if "roc_auc" in metrics else "roc_auc_ovr"
         return metrics[auc] >= trivial[auc] + AUC_MARGIN
     return metrics["rmse"] <= trivial["rmse"] * (1 - RMSE_MARGIN)
+
+
+def reason_to_keep(
+    champion: Any, model: Pipeline, metrics: dict[str, float], split: Split, schema: Schema
+) -> str | None:
+    """Why the champion (an MLflow model version) stays, or None when `model` should replace it.
+    A model on other features is not compared with it: someone checks the change first. Else
+    both are scored on the test rows the champion was not trained on (all unless the data
+    changed)."""
+    import mlflow
+
+    if changes := schema_changes(champion.run_id, schema):
+        return f"The feature schema changed since v{champion.version} ({changes}): {PROMOTE_HINT}."
+    metric = primary_metric(schema.task)
+    try:
+        champion_model = mlflow.sklearn.load_model(f"models:/{champion.name}/{champion.version}")
+        rows_file = _logged(champion.run_id, TRAIN_ROWS)  # None: a run that logged no rows
+        trained_on = np.load(rows_file) if rows_file else []
+        fresh = split.test[~np.isin(row_hashes(split.test, schema), trained_on)]
+        if len(fresh) < MIN_COMPARE_ROWS:
+            return (
+                f"only {len(fresh)} of the {len(split.test)} test rows are new to the champion, "
+                f"too few (< {MIN_COMPARE_ROWS}) to compare them fairly: the data changed."
+            )
+        X, y = schema.model_input(fresh), fresh[schema.target]
+        old = compute_metrics(schema.task, champion_model, X, y)[metric]
+    except (KeyError, ValueError) as exc:
+        return (
+            f"Champion v{champion.version} cannot score the current data ({exc}): {PROMOTE_HINT}."
+        )
+    fair = len(fresh) == len(split.test)
+    new = metrics[metric] if fair else compute_metrics(schema.task, model, X, y)[metric]
+    if is_better(schema.task, new, old):
+        return None
+    return f"{metric}={new:.4f} does not beat the champion's {old:.4f} on {len(fresh)} test rows."
+
+
+def schema_changes(run_id: str, schema: Schema) -> str:
+    """The features added, removed or retyped since the schema a run logged ("" for none)."""
+    path = _logged(run_id, "schema.json")
+    if path is None:
+        return ""  # a run that logged no schema
+    logged = Schema.load(path)
+    old = {f.name: f"{f.kind} {f.dtype}" for f in logged.features}
+    new = {f.name: f"{f.kind} {f.dtype}" for f in schema.features}
+    changes = {
+        "added": [name for name in new if name not in old],
+        "removed": [name for name in old if name not in new],
+        "retyped": [f"{n} ({old[n]} -> {new[n]})" for n in new if old.get(n, new[n]) != new[n]],
+    }
+    return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in changes.items() if names)
+
+
+def row_hashes(frame: pd.DataFrame, schema: Schema) -> np.ndarray[Any, Any]:
+    """One hash per row of features and target, to tell which rows a model was trained on."""
+    columns = sorted([*schema.names, schema.target])
+    return np.asarray(pd.util.hash_pandas_object(frame[columns], index=False))
+
+
+def _logged(run_id: str, artifact: str) -> Path | None:
+    """A file the run logged, downloaded; None when it logged no such file."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact))
+    except (MlflowException, OSError):
+        return None
 
 
 def compute_metrics(task: str, model: Pipeline, X: pd.DataFrame, y: pd.Series) -> dict[str, float]:

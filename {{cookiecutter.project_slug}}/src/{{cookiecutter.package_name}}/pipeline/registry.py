@@ -23,7 +23,6 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import pandas as pd
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.exceptions import MlflowException
@@ -34,19 +33,15 @@ from skops import io as sio
 
 from ..config import Settings
 from ..errors import mask_url
-from ..metrics import is_better, primary_metric
 from ..processed import Split
 from ..schema import Schema
-from .evaluate import Evaluation, compute_metrics
+from .evaluate import TRAIN_ROWS, Evaluation, reason_to_keep, row_hashes
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous-champion"
 HISTORY_TAG = "champion_history"
-MIN_COMPARE_ROWS = 20  # fewer unseen test rows than this: no fair comparison with the champion
-TRAIN_ROWS = "train_rows.npy"  # the row hashes of a run's training rows, logged with it
-PROMOTE_HINT = "check it, then run `make promote` to make this model the champion"
 
 
 @dataclass
@@ -149,8 +144,8 @@ def log_run(
 
 
 def register(settings: Settings, best: Candidate, split: Split, schema: Schema) -> Promotion:
-    """Register `best` as `@champion`, or as `@challenger` (to try live) when `reason_to_keep`
-    finds a reason for the champion to stay."""
+    """Register `best`; it becomes `@champion` only if it has the champion's features and beats
+    it on test rows that neither of them was trained on, else `@challenger` (to try live)."""
     client, name = MlflowClient(), settings.model.registered_name
     version = str(mlflow.register_model(best.model_uri, name).version)
     champion = version_by_alias(client, name, CHAMPION)
@@ -167,69 +162,6 @@ def register(settings: Settings, best: Candidate, split: Split, schema: Schema) 
     reason = "first model" if champion is None else f"replaces v{champion.version}"
     log.info("Model %s v%s is now @%s (%s).", name, version, CHAMPION, reason)
     return Promotion(version, True, version, best.run_id, reason)
-
-
-def reason_to_keep(
-    champion: Any, model: Pipeline, metrics: dict[str, float], split: Split, schema: Schema
-) -> str | None:
-    """Why the champion (an MLflow model version) stays, or None when `model` should replace it.
-    A model on other features is not compared with it: someone checks the change first. Else
-    both are scored on the test rows the champion was not trained on (all unless the data
-    changed)."""
-    if changes := schema_changes(champion.run_id, schema):
-        return f"The feature schema changed since v{champion.version} ({changes}): {PROMOTE_HINT}."
-    metric = primary_metric(schema.task)
-    try:
-        champion_model = mlflow.sklearn.load_model(f"models:/{champion.name}/{champion.version}")
-        rows_file = _logged(champion.run_id, TRAIN_ROWS)  # None: a run that logged no rows
-        trained_on = np.load(rows_file) if rows_file else []
-        fresh = split.test[~np.isin(row_hashes(split.test, schema), trained_on)]
-        if len(fresh) < MIN_COMPARE_ROWS:
-            return (
-                f"only {len(fresh)} of the {len(split.test)} test rows are new to the champion, "
-                f"too few (< {MIN_COMPARE_ROWS}) to compare them fairly: the data changed."
-            )
-        X, y = schema.model_input(fresh), fresh[schema.target]
-        old = compute_metrics(schema.task, champion_model, X, y)[metric]
-    except (KeyError, ValueError) as exc:
-        return (
-            f"Champion v{champion.version} cannot score the current data ({exc}): {PROMOTE_HINT}."
-        )
-    fair = len(fresh) == len(split.test)
-    new = metrics[metric] if fair else compute_metrics(schema.task, model, X, y)[metric]
-    if is_better(schema.task, new, old):
-        return None
-    return f"{metric}={new:.4f} does not beat the champion's {old:.4f} on {len(fresh)} test rows."
-
-
-def schema_changes(run_id: str, schema: Schema) -> str:
-    """The features added, removed or retyped since the schema a run logged ("" for none)."""
-    path = _logged(run_id, "schema.json")
-    if path is None:
-        return ""  # a run that logged no schema
-    logged = Schema.load(path)
-    old = {f.name: f"{f.kind} {f.dtype}" for f in logged.features}
-    new = {f.name: f"{f.kind} {f.dtype}" for f in schema.features}
-    changes = {
-        "added": [name for name in new if name not in old],
-        "removed": [name for name in old if name not in new],
-        "retyped": [f"{n} ({old[n]} -> {new[n]})" for n in new if old.get(n, new[n]) != new[n]],
-    }
-    return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in changes.items() if names)
-
-
-def row_hashes(frame: pd.DataFrame, schema: Schema) -> np.ndarray[Any, Any]:
-    """One hash per row of features and target, to tell which rows a model was trained on."""
-    columns = sorted([*schema.names, schema.target])
-    return np.asarray(pd.util.hash_pandas_object(frame[columns], index=False))
-
-
-def _logged(run_id: str, artifact: str) -> Path | None:
-    """A file the run logged, downloaded; None when it logged no such file."""
-    try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact))
-    except (MlflowException, OSError):
-        return None
 
 
 def _pip_requirements() -> list[str]:
