@@ -64,6 +64,19 @@ def test_with_an_api_key_reading_routes_stay_open(keyed: TestClient, path: str) 
     assert keyed.get(path).status_code == 200
 
 
+def test_what_the_guard_answers_is_counted_under_its_route(
+    keyed: TestClient, row: dict[str, Any]
+) -> None:
+    keyed.post("/predict", json={"instances": [row]})
+    keyed.head("/metadata")
+
+    text = keyed.get("/metrics").text
+
+    assert 'http_requests_total{method="POST",path="/predict",status="401"}' in text
+    assert 'http_requests_total{method="HEAD",path="/metadata",status="200"}' in text
+    assert 'path="unmatched",status="401"' not in text
+
+
 def test_docs_can_send_the_api_key(keyed: TestClient) -> None:
     spec = keyed.get("/openapi.json").json()
 

@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = Service(settings)
     app.add_middleware(Guard, serving=settings.serving)
-    app.add_middleware(MetricsMiddleware)  # the last added runs first: it counts every answer
+    app.add_middleware(MetricsMiddleware, routes=router.routes)  # runs first: counts every answer
     app.add_exception_handler(RequestValidationError, short_validation_errors)
     app.include_router(router)
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")

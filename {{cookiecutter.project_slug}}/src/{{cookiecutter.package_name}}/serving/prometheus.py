@@ -23,7 +23,7 @@ from prometheus_client import (
     multiprocess,
 )
 from starlette.responses import Response
-from starlette.routing import Mount
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Regression outputs can have any scale: 1-2.5-5 steps from 0.1 to 5000, both signs.
@@ -94,14 +94,14 @@ class MetricsMiddleware:
     """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): count and time every request,
     by route template, so that unknown URLs cannot blow up the number of series."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app, self.routes = app, routes  # the router's, to label what it never routed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start, status = time.perf_counter(), 500
+        start, status, root_path = time.perf_counter(), 500, scope.get("root_path", "")
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -112,20 +112,17 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            path = _route_path(scope)
+            path = self._route_path(scope, root_path)
             REQUESTS.labels(scope["method"], path, str(status)).inc()
             LATENCY.labels(scope["method"], path).observe(time.perf_counter() - start)
 
-
-def _route_path(scope: Scope) -> str:
-    """The matched route's template (a mounted folder's own path for its files); a HEAD request,
-    routed on a copy of the scope (guards.py), is matched here again by path."""
-    route = scope.get("route")
-    if route is not None:
-        return str(route.path)
-    path = str(scope["path"])
-    for known in scope["app"].routes:
-        template = getattr(known, "path", None)
-        if path == template or (isinstance(known, Mount) and path.startswith(f"{template}/")):
-            return str(template)
-    return "unmatched"
+    def _route_path(self, scope: Scope, root_path: str) -> str:
+        """The route's template (a mounted folder's own path for its files). Requests the Guard
+        answered, routed on a copy of the scope (HEAD, guards.py) or by a mount (which moves
+        root_path) are matched here again, as they came in."""
+        route = scope.get("route")
+        if route is None:
+            request = {**scope, "root_path": root_path}
+            known = [r for r in [*self.routes, *scope["app"].routes] if hasattr(r, "path")]
+            route = next((r for r in known if r.matches(request)[0] != Match.NONE), None)
+        return "unmatched" if route is None else str(route.path)
