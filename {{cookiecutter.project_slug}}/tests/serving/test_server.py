@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -471,6 +473,23 @@ def post_head(port: int, path: str) -> socket.socket:
 def resident_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+def test_a_client_that_sends_its_whole_body_first_reads_its_413(
+    settings: Settings, bundle_dir: Path, tmp_path: Path
+) -> None:
+    """urllib sends the whole body before it reads the answer: a 413 sent (and the connection
+    closed) while the 12 MB were still coming would reach it as a reset."""
+    body = b'{"instances": [' + b" " * 12_000_000 + b"]}"
+    with served(tmp_path) as (port, _):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict", body, {"Content-Type": "application/json"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+
+    assert refused.value.code == 413
+    assert b"fewer instances" in refused.value.read()
 
 
 @pytest.mark.parametrize("path", ["/feedback", "/predict"])

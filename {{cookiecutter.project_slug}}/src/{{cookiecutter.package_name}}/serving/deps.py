@@ -24,8 +24,9 @@ from .predictor import Predictor, Service
 from .schemas import FeedbackRequest
 
 # A body may hold max_batch_size rows x columns x BYTES_PER_VALUE (or items x BYTES_PER_ITEM),
-# plus SLACK_BYTES. One over that is still read and dropped up to DRAIN_BYTES before the 413:
-# a client still sending when the server answers and closes would get a reset instead.
+# plus SLACK_BYTES. One over that is still read and dropped up to DRAIN_BYTES before the 413
+# (whatever its Content-Length says): a client still sending when the server answers and closes
+# would get a reset instead (urllib, for one, sends the whole body before it reads an answer).
 BYTES_PER_VALUE, BYTES_PER_ITEM, SLACK_BYTES, DRAIN_BYTES = 256, 512, 65_536, 256 * 2**20
 ECHO_CHARS = 40  # of a bad value, in a 422
 Body = TypeVar("Body", bound=BaseModel)
@@ -97,10 +98,10 @@ Traffic = Annotated[Literal["live", "smoke"], Header(alias="X-Traffic")]
 
 async def _read(request: Request, model: type[Body], limit: int, rows: str) -> Body:
     """The body validated by `model`; 413 when it is over `limit` bytes (plus SLACK_BYTES), at
-    once when its Content-Length says so, or when it has too many `rows`; else 422."""
+    once when its Content-Length is over DRAIN_BYTES, or when it has too many `rows`; else 422."""
     limit += SLACK_BYTES
     declared = request.headers.get("content-length", "")
-    too_big, received, body = declared.isdigit() and int(declared) > limit, 0, bytearray()
+    too_big, received, body = declared.isdigit() and int(declared) > DRAIN_BYTES, 0, bytearray()
     if not too_big:
         async for chunk in request.stream():
             received += len(chunk)
