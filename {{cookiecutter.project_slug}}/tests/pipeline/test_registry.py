@@ -1,4 +1,5 @@
 import mlflow
+import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.pipeline import Pipeline
@@ -7,7 +8,13 @@ from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.pipeline.data import prepare
 from {{ cookiecutter.package_name }}.pipeline.evaluate import evaluate
 from {{ cookiecutter.package_name }}.pipeline.features import build_preprocessor
-from {{ cookiecutter.package_name }}.pipeline.registry import Candidate, log_run, register
+from {{ cookiecutter.package_name }}.pipeline.registry import (
+    Candidate,
+    TrackingError,
+    log_run,
+    register,
+    start_tracking,
+)
 from {{ cookiecutter.package_name }}.pipeline.train import train
 from {{ cookiecutter.package_name }}.processed import read_split
 
@@ -37,3 +44,21 @@ def test_a_worse_model_does_not_take_the_champion_alias(settings: Settings) -> N
     assert {"cv_f1_macro", f"test_{next(iter(evaluation.metrics))}"} <= set(run.data.metrics)
     assert run.data.params["data_source"] == settings.data.source
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"training rows", "test rows"}
+
+
+def test_a_tracking_store_that_cannot_be_opened_is_one_line_without_its_password(
+    settings: Settings,
+) -> None:
+    uri = "postgresql+nodriver://ml:s3cret@127.0.0.1:9/tracking"
+    broken = settings.model_copy(
+        update={"mlflow": settings.mlflow.model_copy(update={"tracking_uri": uri})}
+    )
+
+    with pytest.raises(TrackingError) as raised:
+        start_tracking(broken)
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)  # global: not left on the broken one
+
+    message = str(raised.value)
+    assert "postgresql+nodriver://ml:***@127.0.0.1:9/tracking (mlflow.tracking_uri)" in message
+    assert "s3cret" not in message
+    assert "\n" not in message

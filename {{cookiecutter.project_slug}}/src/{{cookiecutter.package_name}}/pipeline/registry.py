@@ -30,9 +30,10 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 from skops import io as sio
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
-from ..errors import mask_url
+from ..errors import UserError, mask_url, reason
 from ..processed import Split
 from ..schema import Schema
 from .evaluate import TRAIN_ROWS, Evaluation, reason_to_keep, row_hashes
@@ -42,6 +43,10 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous-champion"
 HISTORY_TAG = "champion_history"
+
+
+class TrackingError(UserError):
+    """The MLflow tracking store (mlflow.tracking_uri) cannot be opened."""
 
 
 @dataclass
@@ -88,8 +93,15 @@ def start_tracking(settings: Settings) -> None:
     virtual environments do not have (the requirements are pinned: `_pip_requirements`)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
-    mlflow.set_experiment(settings.mlflow.experiment)
+    uri = settings.mlflow.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment(settings.mlflow.experiment)
+    except (MlflowException, SQLAlchemyError, ImportError) as exc:
+        raise TrackingError(
+            f"Cannot open the MLflow tracking store {mask_url(uri)} (mlflow.tracking_uri): "
+            f"{reason(exc)} (the default is sqlite:///mlflow.db)"
+        ) from None
 
 
 def log_run(
