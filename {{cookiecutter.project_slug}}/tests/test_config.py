@@ -156,3 +156,18 @@ def test_a_prediction_log_url_that_is_not_a_url_is_refused_at_load(
 
     assert "ML_PREDICTION_LOG__URL (environment): `prediction_log.url`" in str(raised.value)
     assert "a database URL is needed, e.g. sqlite:///" in str(raised.value)
+
+
+@pytest.mark.usefixtures("settings")
+def test_a_bad_item_of_a_mapping_set_in_the_environment_names_that_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ML_MODEL__SEARCH_SPACE", '{"hist_gradient_boost": {"max_depth": [3]}}')
+    get_settings.cache_clear()
+
+    with pytest.raises(ConfigError) as raised:
+        get_settings()
+
+    message = str(raised.value)
+    assert message.startswith("ML_MODEL__SEARCH_SPACE (environment): `model.search_space.hist_")
+    assert "'hist_gradient_boosting', 'random_forest' or 'linear'" in message

@@ -68,7 +68,7 @@ class ModelSettings(Section):
     n_iter: int = Field(8, ge=1)
     cv: int = Field(3, ge=2)
     search_rows: int = Field(20_000, ge=100)
-    search_space: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
+    search_space: dict[ModelFamily, dict[str, list[Any]]] = Field(default_factory=dict)
 
 
 class MlflowSettings(Section):
@@ -214,8 +214,11 @@ def describe(exc: ValidationError, path: Path) -> list[str]:
     ML_* variable); a typo'd key gets a suggestion."""
     problems = []
     for error in exc.errors(include_url=False):
-        key = ".".join(str(part) for part in error["loc"])
-        variable = "ML_" + key.replace(".", "__").upper()
+        parts = [str(part) for part in error["loc"] if part != "[key]"]  # "[key]": a dict's key
+        key = ".".join(parts)
+        # The variable that set it, or set a list or mapping (as JSON) that holds it:
+        variables = ["ML_" + "__".join(parts[:n]).upper() for n in range(len(parts), 0, -1)]
+        variable = next((v for v in variables if v in os.environ), variables[0])
         where = f"{variable} (environment)" if variable in os.environ else str(path)
         if key in MOVED:
             new = (

@@ -10,7 +10,7 @@ from sklearn.pipeline import Pipeline
 
 from conftest import make_frame
 from {{ cookiecutter.package_name }}.bundle import load_bundle
-from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.config import ConfigError, Settings
 from {{ cookiecutter.package_name }}.metrics import HIGHER_IS_BETTER, PRIMARY, primary_metric
 from {{ cookiecutter.package_name }}.pipeline import evaluate as evaluate_module
 from {{ cookiecutter.package_name }}.pipeline import train as train_module
@@ -305,3 +305,27 @@ def test_training_output_has_no_mlflow_noise(
     assert not [w for w in recwarn if "Inferred schema contains integer" in str(w.message)]
     assert "Failed to resolve installed pip version" not in caplog.text
     assert "Downloading artifacts" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("problem", ["name", "value"])
+def test_a_search_space_the_model_refuses_is_one_line_naming_the_setting(
+    settings: Settings, problem: str
+) -> None:
+    family = settings.model.family
+    refused = {  # a value each family's estimator refuses
+        "hist_gradient_boosting": {"max_leaf_nodes": [-5]},
+        "random_forest": {"n_estimators": [-1]},
+        "linear": {"C" if settings.task == "classification" else "alpha": [-1.0]},
+    }
+    space = {family: {"no_such_param": [1]} if problem == "name" else refused[family]}
+    model = settings.model.model_copy(update={"search_space": space, "n_iter": 1})
+    broken = settings.model_copy(update={"model": model})
+    prepare(broken)
+
+    with pytest.raises(ConfigError) as raised:
+        train_module.fit(broken)
+
+    message = str(raised.value)
+    assert message.startswith(f"model.search_space.{family}: cannot try")
+    assert ("no_such_param" if problem == "name" else "-") in message
+    assert "\n" not in message and "Traceback" not in message

@@ -7,6 +7,7 @@ The orchestrator runs the three steps as tasks; `make train` runs them in a row.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from sklearn.model_selection import (
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from ..config import Settings
+from ..config import ConfigError, Settings
 from ..metrics import HIGHER_IS_BETTER, primary_metric
 from ..processed import read_split
 from ..schema import Schema
@@ -154,7 +155,11 @@ def tune(
     sampler = list(ParameterSampler(space, n_iter=settings.model.n_iter, random_state=seed))
     scored = []
     for i, params in enumerate(sampler, start=1):
-        score = cv.score(build_pipeline(schema, family, seed, params))
+        try:
+            score = cv.score(build_pipeline(schema, family, seed, params))
+        except ValueError as exc:  # a name the estimator lacks, or a value it refuses
+            why = re.sub(r"^[\w.]+Error: ", "", str(exc).strip().splitlines()[-1])
+            raise ConfigError(f"model.search_space.{family}: cannot try {params}: {why}") from None
         log.info("Search %d/%d: cv %s=%.4f %s", i, len(sampler), metric, score, params)
         scored.append((params, score))
     sign = 1 if HIGHER_IS_BETTER[metric] else -1
