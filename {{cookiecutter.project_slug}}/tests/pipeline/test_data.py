@@ -37,7 +37,8 @@ def test_loads_a_query_from_a_real_sqlite_database(clf_frame: pd.DataFrame, tmp_
         ("builtin:iris_flowers", None, "Unknown builtin dataset"),
         ("nowhere.csv", None, "does not exist"),
         ("sqlite:///x.db", None, "set data.query"),
-        ("sqlite:///missing_dir/x.db", "SELECT 1", "Cannot read data.query"),
+        ("sqlite:///missing_dir/x.db", "SELECT 1", "no SQLite file 'missing_dir/x.db'"),
+        ("sqlite:///x.db", "SELECT 1", "no SQLite file 'x.db'"),
     ],
 )
 def test_bad_sources_say_what_is_wrong(
@@ -46,6 +47,7 @@ def test_bad_sources_say_what_is_wrong(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match=message):
         load(source, query)
+    assert not (tmp_path / "x.db").exists()  # reading a source never creates it
 
 
 @pytest.mark.parametrize("query", [None, "SELECT 1"])

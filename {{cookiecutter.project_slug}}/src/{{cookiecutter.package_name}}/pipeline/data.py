@@ -110,6 +110,9 @@ def _read_sql(url: str, query: str | None) -> pd.DataFrame:
     if not query:
         raise DataError(f"data.source is a database ({safe_url}): set data.query to a SELECT.")
     try:
+        file = sa.make_url(url).database
+        if url.startswith("sqlite") and not Path(file or "").is_file():  # connecting creates it
+            raise DataError(f"data.source: no SQLite file {file!r} in {Path.cwd()}.")
         with sa.create_engine(url).connect() as connection:
             return pd.read_sql(sa.text(query), connection)
     except sa.exc.SQLAlchemyError as exc:
