@@ -196,3 +196,17 @@ def test_schedule_serves_both_flows_on_the_crons_of_the_config(
         "training": settings.orchestration.training_cron,
         "monitoring": settings.orchestration.monitoring_cron,
     }
+
+
+@pytest.mark.parametrize("cron", ["not a cron", "61 * * * *"])
+def test_a_bad_cron_is_one_line_before_any_server_starts(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, cron: str
+) -> None:
+    def no_server() -> None:
+        raise AssertionError("a Prefect server was started for a cron that cannot run")
+
+    monkeypatch.setattr(schedule, "prefect_server", no_server)
+    crons = settings.orchestration.model_copy(update={"monitoring_cron": cron})
+
+    with pytest.raises(UserError, match=r"orchestration.monitoring_cron '.*' is not a cron"):
+        schedule.schedule(settings.model_copy(update={"orchestration": crons}))

@@ -33,13 +33,17 @@ def schedule(settings: Settings) -> None:
         "training": settings.orchestration.training_cron,
         "monitoring": settings.orchestration.monitoring_cron,
     }
+    for name, cron in crons.items():
+        try:
+            (when,) = asyncio.run(CronSchedule(cron=cron).get_dates(n=1))
+        except ValueError:  # said before a server starts
+            raise UserError(
+                f"orchestration.{name}_cron {cron!r} is not a cron expression: minute hour day "
+                "month weekday, e.g. '0 3 * * 1' (Mondays at 03:00 UTC)."
+            ) from None
+        log.info("Deployment %s: cron %r, next run %s UTC", name, cron, f"{when:%Y-%m-%d %H:%M}")
     # The temporary server of a single run has no scheduler: schedules need a real one.
     with prefect_server() as url, temporary_settings({PREFECT_API_URL: url}):
-        for name, cron in crons.items():
-            (when,) = asyncio.run(CronSchedule(cron=cron).get_dates(n=1))
-            log.info(
-                "Deployment %s: cron %r, next run %s UTC", name, cron, f"{when:%Y-%m-%d %H:%M}"
-            )
         serve(*(RunnerDeployment.from_flow(FLOWS[n], n, cron=c) for n, c in crons.items()))
 
 
